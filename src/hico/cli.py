@@ -1,0 +1,200 @@
+"""The `hico` command: argument parsing and dispatch only. Errors a user can cause print one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from hico.errors import HicoError, OptionError
+
+PREVIEW_ROWS = 8
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        self.exit(2, f"hico: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _sampling_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sampling (default: the official ~1 fps policy, 64 to 512 frames)")
+    group.add_argument("--num-frames", type=int, help="exactly N frames, uniformly spread")
+    group.add_argument("--fps", type=float, help="a target frame rate instead of a count")
+    group.add_argument("--max-frames", type=int, help="never more than N frames")
+    group.add_argument("--min-frames", type=int, help="official policies only: at least N frames")
+    group.add_argument("--start", type=float, help="start of the time range, seconds")
+    group.add_argument("--end", type=float, help="end of the time range, seconds")
+    group.add_argument("--policy", help="an official policy as is: dynamic_fps1, middle or fpsX")
+    group.add_argument("--local-num-frames", type=int, default=8,
+                       help="official policies: frame counts are multiples of this (default 8)")
+    reading = parser.add_argument_group("reading")
+    reading.add_argument("--no-autorotate", action="store_true",
+                         help="ignore the display rotation (as the official reader does)")
+    reading.add_argument("--timeout", type=float, default=30.0, help="seconds without decoder progress before giving up")
+    reading.add_argument("--max-replaced", type=float, default=0.1,
+                         help="largest share of undecodable samples replaced by neighbours before failing")
+    reading.add_argument("--folder-fps", type=float, default=1.0, help="frame rate assumed for frame folders")
+    reading.add_argument("--strategy", choices=("auto", "seek", "sequential"), default="auto",
+                         help="how to reach the sampled frames (auto: from the keyframe layout)")
+
+
+def _options(args: argparse.Namespace):
+    from hico.video.sampling import SamplingOptions
+
+    if args.policy is not None:
+        if args.num_frames is not None or args.fps is not None:
+            raise OptionError("--policy cannot be combined with --num-frames or --fps")
+        defaults = SamplingOptions()
+        min_frames = args.min_frames if args.min_frames is not None else (
+            defaults.min_num_frames if args.policy == "dynamic_fps1" else 1)
+        return SamplingOptions(policy=args.policy, max_num_frames=args.max_frames or defaults.max_num_frames,
+                               min_num_frames=min_frames, local_num_frames=args.local_num_frames,
+                               start=args.start, end=args.end)
+    if args.min_frames is not None:
+        raise OptionError("--min-frames applies to official policies only; add --policy dynamic_fps1")
+    return SamplingOptions.plain(num_frames=args.num_frames, fps=args.fps, max_frames=args.max_frames,
+                                 start=args.start, end=args.end)
+
+
+def _open(args: argparse.Namespace):
+    from hico.video.reader import Video
+
+    return Video(args.video, timeout=args.timeout, autorotate=not args.no_autorotate, folder_fps=args.folder_fps,
+                 max_replaced=args.max_replaced)
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from hico.video.reader import CLIP_FRAMES, TOKENS_PER_FRAME
+
+    options = _options(args)
+    with _open(args) as video:
+        plan = video.plan(options)
+        access = video.access_plan(plan, args.strategy)
+        times = video.times(plan)
+        info = video.info
+    tokens = TOKENS_PER_FRAME * plan.num_frames
+    clips = -(-plan.num_frames // CLIP_FRAMES)
+    if args.json:
+        print(json.dumps({"info": asdict(info), "plan": {
+            "policy": options.policy, "indices": list(plan.indices), "times": times, "duration": plan.duration,
+            "time_msg": plan.time_msg, "visual_tokens": tokens, "clips": clips, "access": access.strategy,
+            "frames_to_decode": access.frames_to_decode}}, indent=1))
+        return
+    vfr = "variable" if info.variable_frame_rate else "constant"
+    keyframes = "unknown" if info.keyframes is None else info.keyframes
+    lines = [
+        f"video      {info.path} ({info.kind}: {info.container}, {info.codec})",
+        f"size       {info.width}x{info.height}, display rotation {info.rotation} degrees",
+        f"frames     {info.num_frames} ({info.frame_count}), {info.fps:.3f} fps average ({vfr} frame rate), "
+        f"{info.duration:.2f} s, {keyframes} keyframes",
+        f"sampling   {options.policy}: {plan.num_frames} frames"
+        + (f" from {options.start or 0:g} s to {options.end if options.end is not None else 'end'}"
+           + (" s" if options.end is not None else "") if options.has_clip else ""),
+        f"access     {access.strategy} (about {access.frames_to_decode} frames to decode)",
+        f"time msg   {plan.time_msg.strip()!r}",
+        f"tokens     {tokens} visual tokens ({TOKENS_PER_FRAME} per frame, {clips} clips of {CLIP_FRAMES} frames)",
+    ]
+    lines += [f"note       {note}" for note in info.notes]
+    lines.append("   #     index    time (s)")
+    rows = list(enumerate(zip(plan.indices, times)))
+    if len(rows) > 2 * PREVIEW_ROWS and not args.all:
+        shown = rows[:PREVIEW_ROWS] + [None] + rows[-PREVIEW_ROWS:]
+    else:
+        shown = rows
+    for row in shown:
+        if row is None:
+            lines.append(f"   ... {len(rows) - 2 * PREVIEW_ROWS} more (--all lists every frame, --json too)")
+            continue
+        position, (index, time) = row
+        lines.append(f"{position:4d}  {index:8d}  {time:10.3f}")
+    print("\n".join(lines))
+
+
+def cmd_frames(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    options = _options(args)
+    if args.size is not None and args.size < 16:
+        raise OptionError(f"--size must be at least 16 pixels, got {args.size}")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OptionError(f"{out} already exists and is not an empty folder; choose a new --out folder "
+                          "(hico never overwrites files)")
+    with _open(args) as video:
+        plan = video.plan(options)
+        out.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for frame in video.frames(plan, args.size or None, strategy=args.strategy, progress=True):
+            name = f"frame_{frame.position:05d}_index{frame.index:07d}_{frame.time:08.3f}s.png"
+            Image.fromarray(frame.pixels).save(out / name)
+            written += 1
+        replaced = video.report.replaced
+    size = f"{args.size}x{args.size}" if args.size else "original size"
+    print(f"wrote {written} frames ({size}) to {out}"
+          + (f"; {replaced} undecodable samples were replaced by neighbours" if replaced else ""))
+
+
+def cmd_sample_video(args: argparse.Namespace) -> None:
+    from hico.synth import sample_video
+
+    out = Path(args.out)
+    if out.exists():
+        print(f"{out} exists; keeping it")
+        return
+    if not args.seconds > 0:
+        raise OptionError(f"--seconds must be positive, got {args.seconds}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    sample_video(tmp, seconds=args.seconds)
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hico", description="Long-video understanding with hierarchical token compression.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    probe = sub.add_parser("probe", help="show a video's metadata and sampling plan")
+    probe.add_argument("video", help="video file, GIF, or folder of numbered frames")
+    _sampling_args(probe)
+    probe.add_argument("--all", action="store_true", help="list every sampled frame")
+    probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.set_defaults(func=cmd_probe)
+
+    frames = sub.add_parser("frames", help="write the sampled frames, as the model sees them, as PNG")
+    frames.add_argument("video", help="video file, GIF, or folder of numbered frames")
+    frames.add_argument("--out", required=True, help="new or empty folder for the PNG files")
+    frames.add_argument("--size", type=int, default=224, help="square size in pixels (224 or 448; 0 = original)")
+    _sampling_args(frames)
+    frames.set_defaults(func=cmd_frames)
+
+    sample = sub.add_parser("sample-video", help="write a synthetic test video (H.264, 640x360)")
+    sample.add_argument("out", help="output .mp4 path (kept if it exists)")
+    sample.add_argument("--seconds", type=float, default=90.0)
+    sample.set_defaults(func=cmd_sample_video)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except HicoError as exc:
+        print(f"hico: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hico: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug, not a user error: still one line, with how to report it
+        print(f"hico: internal error: {type(exc).__name__}: {exc} (please report it with the command you ran)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

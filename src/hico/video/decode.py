@@ -1,0 +1,200 @@
+"""Decode chosen frames, choosing between seeking and one forward pass from the keyframe table.
+
+Decoding frame t costs decoding from a keyframe at or before t. Before each target frame the planner
+compares two ways to get there: keep decoding forward from the last decoded frame, or seek to the keyframe
+just before the target. Seeking pays when it skips more frames than a seek costs, i.e. when samples are
+sparse relative to keyframes; with a sample in (almost) every GOP the plan becomes one forward pass. Either
+way, only the wanted frames are converted to RGB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from PIL import Image
+
+from hico.video.probe import FrameTable
+from hico.video.preprocess import resize_frame
+
+SEEK_COST_FRAMES = 8  # a seek (demuxer reposition + decoder flush + thread pipeline refill) in decoded frames
+STRATEGIES = ("auto", "seek", "sequential")
+
+
+@dataclass(frozen=True)
+class AccessPlan:
+    """For each target frame, whether to seek to its keyframe first; `strategy` summarises the plan."""
+
+    targets: tuple[int, ...]
+    seek_before: tuple[bool, ...]
+    strategy: str  # "seek", "sequential" or "mixed"
+    frames_to_decode: int  # estimate: frames the decoder runs through
+
+
+@dataclass
+class DecodeStats:
+    strategy: str = ""
+    decoded: int = 0  # frames out of the decoder
+    converted: int = 0  # frames converted to RGB (the wanted ones)
+    seeks: int = 0
+    errors: int = 0  # packets the decoder rejected
+    missing: list[int] = field(default_factory=list)  # targets that could not be decoded
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    index: int
+    pixels: np.ndarray | None  # (H, W, 3) uint8 RGB; None when the frame could not be decoded
+    reason: str = ""
+
+
+def plan_access(table: FrameTable, targets: Sequence[int], strategy: str = "auto") -> AccessPlan:
+    """Decide where to seek. `targets` are ascending unique frame indices."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown decode strategy {strategy!r}; choose one of {STRATEGIES}")
+    targets = tuple(int(t) for t in targets)
+    keys = table.keyframes
+    if not table.seekable or len(keys) == 0 or not targets:
+        last = targets[-1] + 1 if targets else 0
+        return AccessPlan(targets, (False,) * len(targets), "sequential", last)
+    key_of = keys[np.searchsorted(keys, np.asarray(targets), side="right") - 1]
+    position = -1  # last frame decoded
+    seek_before, work = [], 0
+    for target, key in zip(targets, key_of.tolist()):
+        skipped = key - position - 1  # frames a seek to `key` avoids decoding
+        first = position < 0 and key > 0
+        if strategy == "seek":
+            seek = key > position
+        elif strategy == "sequential":
+            seek = first
+        else:
+            seek = first or skipped > SEEK_COST_FRAMES
+        work += target - (key if seek else position + 1) + 1
+        seek_before.append(seek)
+        position = target
+    seeks = sum(seek_before)
+    summary = "sequential" if seeks <= 1 else "seek" if seeks >= 0.9 * len(targets) else "mixed"
+    return AccessPlan(targets, tuple(seek_before), summary, work)
+
+
+def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: int | None = None,
+                autorotate: bool = True, strategy: str = "auto", stats: DecodeStats | None = None,
+                on_progress=None) -> Iterator[DecodedFrame]:
+    """Yield each target frame of a media file in ascending order, resized to `size` x `size` if given.
+
+    Frames the decoder cannot produce (corrupt or truncated data) come back with `pixels=None`.
+    """
+    stats = stats if stats is not None else DecodeStats()
+    plan = plan_access(table, targets, strategy)
+    stats.strategy = plan.strategy
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        cursor = _Cursor(container, stream, table, stats)
+        for target, seek in zip(plan.targets, plan.seek_before):
+            if seek:
+                cursor.seek_before(target)
+            frame = cursor.get(target)
+            if on_progress is not None:
+                on_progress(stats)
+            if frame is None:
+                stats.missing.append(target)
+                yield DecodedFrame(target, None, "no decodable frame at this position")
+                continue
+            stats.converted += 1
+            yield DecodedFrame(target, _to_rgb(frame, size, autorotate))
+
+
+class _Cursor:
+    """A position in the decoded frame sequence that can seek and push one frame back."""
+
+    def __init__(self, container, stream, table: FrameTable, stats: DecodeStats) -> None:
+        self.container, self.stream, self.table, self.stats = container, stream, table, stats
+        self.frames = _frames(container, stream, table, stats)
+        self.pending: tuple[int, av.VideoFrame] | None = None
+        self.just_seeked = False
+
+    def seek_before(self, target: int, earlier: int = 0) -> None:
+        """Seek to the keyframe at or before `target`, or `earlier` keyframes before that (-1: file start)."""
+        keys = self.table.keyframes
+        rank = int(np.searchsorted(keys, target, side="right") - 1) - earlier
+        offset = int(self.table.pts[keys[rank]]) if rank >= 0 and earlier >= 0 else 0
+        self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
+        self.stats.seeks += 1
+        self.frames = _frames(self.container, self.stream, self.table, self.stats)
+        self.pending = None
+        self.just_seeked = True
+
+    def get(self, target: int) -> av.VideoFrame | None:
+        """Decode forward to `target`. None if the target cannot be decoded (the next frame is kept).
+
+        A seek that lands after the target (an imprecise container index) is retried from earlier
+        keyframes, then from the start of the file.
+        """
+        retries = 0
+        while True:
+            item, self.pending = self.pending, None
+            item = item or next(self.frames, None)
+            after_seek, self.just_seeked = self.just_seeked, False
+            if item is None:
+                return None
+            index, frame = item
+            if index < target:
+                continue
+            if index == target:
+                return frame
+            if after_seek and retries < 3:
+                retries += 1
+                self.seek_before(target, earlier=retries if retries < 3 else -1)
+                continue
+            self.pending = item
+            return None
+
+
+def _frames(container, stream, table: FrameTable, stats: DecodeStats) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decoded frames with their frame index, from the current demux position; bad packets are skipped."""
+    counter = None
+    for packet in container.demux(stream):
+        try:
+            decoded = packet.decode()
+        except av.error.FFmpegError:
+            stats.errors += 1
+            continue
+        for frame in decoded:
+            stats.decoded += 1
+            if table.pts is not None and frame.pts is not None:
+                index = int(np.searchsorted(table.pts, frame.pts))
+                if index >= len(table.pts) or table.pts[index] != frame.pts:
+                    continue  # a frame the scan did not see (past a read error): its position is unknown
+            else:
+                counter = 0 if counter is None else counter + 1
+                index = counter
+            yield index, frame
+
+
+def _to_rgb(frame: av.VideoFrame, size: int | None, autorotate: bool) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    if autorotate and frame.rotation:
+        rgb = np.ascontiguousarray(np.rot90(rgb, k=round(frame.rotation / 90) % 4))
+    return resize_frame(rgb, size) if size else rgb
+
+
+def decode_folder(table: FrameTable, targets: Sequence[int], *, size: int | None = None,
+                  stats: DecodeStats | None = None) -> Iterator[DecodedFrame]:
+    """Yield target frames of a frame folder; an unreadable image comes back with `pixels=None`."""
+    stats = stats if stats is not None else DecodeStats()
+    stats.strategy = "seek"
+    for target in targets:
+        try:
+            with Image.open(table.files[target]) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        except OSError as exc:
+            stats.errors += 1
+            stats.missing.append(target)
+            yield DecodedFrame(target, None, f"unreadable image {table.files[target]} ({exc})")
+            continue
+        stats.decoded += 1
+        stats.converted += 1
+        yield DecodedFrame(target, resize_frame(rgb, size) if size else rgb)

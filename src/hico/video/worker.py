@@ -1,0 +1,220 @@
+"""Decoding in a separate process, so a file that hangs or crashes FFmpeg cannot hang or crash the caller.
+
+The parent starts `python -m hico.video.worker FD`, sends JSON requests on the worker's stdin and reads
+replies from pipe FD: a 4-byte length, a JSON header, then `header["nbytes"]` bytes of frame data. The
+worker reports progress while it works; if nothing arrives for `timeout` seconds the parent kills it.
+Frames flow through the OS pipe, which blocks the worker while the parent is busy: memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from fractions import Fraction
+
+import numpy as np
+
+from hico.errors import DecodeTimeoutError, VideoError
+from hico.video.decode import DecodedFrame, DecodeStats, decode_file
+from hico.video.probe import FrameTable, VideoInfo, probe
+
+_LEN = struct.Struct("<I")
+PROGRESS_EVERY_S = 1.0
+PIPE_BYTES = 1 << 20  # bigger OS pipe: a few preprocessed frames in flight
+
+
+def _send(fd: int, header: dict, payload: bytes | memoryview = b"") -> None:
+    header = dict(header, nbytes=len(payload))
+    raw = json.dumps(header).encode()
+    _write_all(fd, _LEN.pack(len(raw)) + raw)
+    if payload:
+        _write_all(fd, payload)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _table_to_wire(table: FrameTable) -> tuple[dict, bytes]:
+    pts = table.pts if table.pts is not None else np.zeros(0, np.int64)
+    header = {"n": table.num_frames, "k": len(table.keyframes), "p": len(pts), "seekable": table.seekable,
+              "tb": [table.time_base.numerator, table.time_base.denominator]}
+    payload = table.times.astype(np.float64).tobytes() + table.keyframes.astype(np.int64).tobytes() + \
+        pts.astype(np.int64).tobytes()
+    return header, payload
+
+
+def _table_from_wire(header: dict, payload: bytes) -> FrameTable:
+    n, k, p = header["n"], header["k"], header["p"]
+    times = np.frombuffer(payload, np.float64, n, 0)
+    keys = np.frombuffer(payload, np.int64, k, 8 * n)
+    pts = np.frombuffer(payload, np.int64, p, 8 * (n + k)) if p else None
+    return FrameTable(times=times, keyframes=keys, pts=pts, time_base=Fraction(*header["tb"]),
+                      seekable=header["seekable"])
+
+
+def serve(out_fd: int) -> None:
+    """Worker main loop: one JSON request per stdin line."""
+    table: FrameTable | None = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if request["op"] == "probe":
+                info, table = probe(request["path"])
+                header, payload = _table_to_wire(table)
+                _send(out_fd, {"type": "info", "info": asdict(info), "table": header}, payload)
+            elif request["op"] == "decode":
+                _serve_decode(out_fd, request, table)
+        except VideoError as exc:
+            _send(out_fd, {"type": "error", "class": type(exc).__name__, "path": exc.path,
+                           "problem": exc.problem, "advice": exc.advice})
+        except Exception as exc:  # reported to the parent, which raises it as a VideoError
+            _send(out_fd, {"type": "error", "class": "CorruptVideoError", "path": request.get("path", ""),
+                           "problem": f"decoding failed ({type(exc).__name__}: {exc})",
+                           "advice": "The file may be damaged; try re-encoding it"})
+
+
+def _serve_decode(out_fd: int, request: dict, table: FrameTable) -> None:
+    stats = DecodeStats()
+    last = [time.monotonic()]
+
+    def progress(current: DecodeStats) -> None:
+        if time.monotonic() - last[0] > PROGRESS_EVERY_S:
+            last[0] = time.monotonic()
+            _send(out_fd, {"type": "progress", "decoded": current.decoded})
+
+    for item in decode_file(request["path"], table, request["targets"], size=request["size"],
+                            autorotate=request["autorotate"], strategy=request["strategy"], stats=stats,
+                            on_progress=progress):
+        if item.pixels is None:
+            _send(out_fd, {"type": "frame", "index": item.index, "reason": item.reason})
+        else:
+            _send(out_fd, {"type": "frame", "index": item.index, "shape": list(item.pixels.shape)},
+                  item.pixels.tobytes())
+    done = asdict(stats)
+    done["maxrss_kb"] = _maxrss_kb()
+    _send(out_fd, {"type": "done", "stats": done})
+
+
+def _maxrss_kb() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+class WorkerClient:
+    """The parent's handle on one worker process (started lazily, restarted after a kill)."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+        self.fd: int | None = None
+        self.worker_maxrss_kb = 0
+
+    def _start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        try:
+            import fcntl
+
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except (ImportError, AttributeError, OSError):
+            pass  # a smaller pipe only costs throughput
+        self.proc = subprocess.Popen([sys.executable, "-m", "hico.video.worker", str(write_fd)],
+                                     stdin=subprocess.PIPE, pass_fds=(write_fd,), text=True)
+        os.close(write_fd)
+        self.fd = read_fd
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def _request(self, request: dict) -> None:
+        if self.proc is None:
+            self._start()
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def _receive(self) -> tuple[dict, bytes]:
+        header = json.loads(self._read(_LEN.unpack(self._read(_LEN.size))[0]))
+        payload = self._read(header["nbytes"]) if header["nbytes"] else b""
+        if header["type"] == "error":
+            self.close()
+            import hico.errors as errors
+
+            raise getattr(errors, header["class"])(header["path"], header["problem"], header["advice"])
+        return header, payload
+
+    def _read(self, n: int) -> bytes:
+        chunks, got = [], 0
+        while got < n:
+            ready, _, _ = select.select([self.fd], [], [], self.timeout)
+            if not ready:
+                self.close()
+                raise DecodeTimeoutError(self.path, f"the decoder made no progress for {self.timeout:g} s",
+                                         "The file may be damaged or use a stream FFmpeg cannot finish; "
+                                         "re-encode it or raise the decode timeout")
+            chunk = os.read(self.fd, min(n - got, 1 << 20))
+            if not chunk:
+                code = self.proc.poll() if self.proc else None
+                self.close()
+                from hico.errors import CorruptVideoError
+
+                raise CorruptVideoError(self.path, f"the decoder process died (exit code {code})",
+                                        "FFmpeg crashed on this file; re-encode it or check that it is intact")
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def probe(self) -> tuple[VideoInfo, FrameTable]:
+        self._request({"op": "probe", "path": self.path})
+        header, payload = self._receive()
+        info = header["info"]
+        info["notes"] = tuple(info["notes"])
+        return VideoInfo(**info), _table_from_wire(header["table"], payload)
+
+    def decode(self, targets: list[int], size: int | None, autorotate: bool, strategy: str,
+               stats: DecodeStats) -> Iterator[DecodedFrame]:
+        """Frames from the worker. Abandoning the iterator early kills the worker (it restarts on demand)."""
+        if self.proc is None:
+            self.probe()
+        self._request({"op": "decode", "path": self.path, "targets": targets, "size": size,
+                       "autorotate": autorotate, "strategy": strategy})
+        finished = False
+        try:
+            while True:
+                header, payload = self._receive()
+                if header["type"] == "frame":
+                    pixels = None
+                    if "shape" in header:
+                        pixels = np.frombuffer(payload, np.uint8).reshape(header["shape"])
+                    yield DecodedFrame(header["index"], pixels, header.get("reason", ""))
+                elif header["type"] == "progress":
+                    stats.decoded = header["decoded"]
+                elif header["type"] == "done":
+                    self.worker_maxrss_kb = header["stats"].pop("maxrss_kb")
+                    for key, value in header["stats"].items():
+                        setattr(stats, key, value)
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                self.close()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))
