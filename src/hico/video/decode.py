@@ -92,13 +92,11 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        cursor = _Cursor(container, stream, table, stats)
+        cursor = _Cursor(container, stream, table, stats, on_progress)
         for target, seek in zip(plan.targets, plan.seek_before):
             if seek:
                 cursor.seek_before(target)
             frame = cursor.get(target)
-            if on_progress is not None:
-                on_progress(stats)
             if frame is None:
                 stats.missing.append(target)
                 yield DecodedFrame(target, None, "no decodable frame at this position")
@@ -110,9 +108,10 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
 class _Cursor:
     """A position in the decoded frame sequence that can seek and push one frame back."""
 
-    def __init__(self, container, stream, table: FrameTable, stats: DecodeStats) -> None:
+    def __init__(self, container, stream, table: FrameTable, stats: DecodeStats, on_progress=None) -> None:
         self.container, self.stream, self.table, self.stats = container, stream, table, stats
-        self.frames = _frames(container, stream, table, stats)
+        self.on_progress = on_progress
+        self.frames = _frames(container, stream, table, stats, on_progress)
         self.pending: tuple[int, av.VideoFrame] | None = None
         self.just_seeked = False
 
@@ -123,7 +122,7 @@ class _Cursor:
         offset = int(self.table.pts[keys[rank]]) if rank >= 0 and earlier >= 0 else 0
         self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
         self.stats.seeks += 1
-        self.frames = _frames(self.container, self.stream, self.table, self.stats)
+        self.frames = _frames(self.container, self.stream, self.table, self.stats, self.on_progress)
         self.pending = None
         self.just_seeked = True
 
@@ -153,8 +152,12 @@ class _Cursor:
             return None
 
 
-def _frames(container, stream, table: FrameTable, stats: DecodeStats) -> Iterator[tuple[int, av.VideoFrame]]:
-    """Decoded frames with their frame index, from the current demux position; bad packets are skipped."""
+def _frames(container, stream, table: FrameTable, stats: DecodeStats,
+            on_progress=None) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decoded frames with their frame index, from the current demux position; bad packets are skipped.
+
+    `on_progress(stats)` is called for every decoded frame (the worker uses it as a heartbeat).
+    """
     counter = None
     for packet in container.demux(stream):
         try:
@@ -164,6 +167,8 @@ def _frames(container, stream, table: FrameTable, stats: DecodeStats) -> Iterato
             continue
         for frame in decoded:
             stats.decoded += 1
+            if on_progress is not None:
+                on_progress(stats)
             if table.pts is not None and frame.pts is not None:
                 index = int(np.searchsorted(table.pts, frame.pts))
                 if index >= len(table.pts) or table.pts[index] != frame.pts:

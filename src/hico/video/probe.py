@@ -86,8 +86,11 @@ def open_error(path: str | Path, exc: BaseException) -> Exception:
                               "type cannot be opened")
 
 
-def probe(path: str | Path, folder_fps: float = FOLDER_FPS) -> tuple[VideoInfo, FrameTable]:
-    """Describe a video file or a frame folder. Raises a `VideoError` subclass for unusable inputs."""
+def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) -> tuple[VideoInfo, FrameTable]:
+    """Describe a video file or a frame folder. Raises a `VideoError` subclass for unusable inputs.
+
+    `on_progress(packets_read)` is called while the packets are scanned (the worker uses it as a heartbeat).
+    """
     path = Path(path)
     if not path.exists():
         raise VideoNotFoundError(path, "no such file or folder", "Check the path and the working directory")
@@ -106,7 +109,7 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS) -> tuple[VideoInfo, 
                                      "Pass a file that contains video; audio-only files cannot be used")
         stream = container.streams.video[0]
         codec = _decoder_name(path, stream)
-        table, scan_note = _scan(container, stream)
+        table, scan_note = _scan(container, stream, on_progress)
         rotation, first_note = _first_frame_rotation(path)
         notes = tuple(n for n in (scan_note, first_note) if n)
         fps = _average_fps(stream, table)
@@ -137,7 +140,8 @@ def _decoder_name(path: Path, stream: av.video.stream.VideoStream) -> str:
     return name
 
 
-def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[FrameTable, str]:
+def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+          on_progress=None) -> tuple[FrameTable, str]:
     """Demux every packet (no decoding) to count frames and find timestamps and keyframes."""
     stamps: list[int | None] = []
     keys: list[bool] = []
@@ -148,6 +152,8 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
                 continue
             stamps.append(packet.pts if packet.pts is not None else packet.dts)
             keys.append(packet.is_keyframe)
+            if on_progress is not None and len(stamps) % 1024 == 0:
+                on_progress(len(stamps))
     except av.error.FFmpegError as exc:
         note = f"reading stopped at packet {len(stamps)} ({exc}); frames after it are not used"
     path = container.name

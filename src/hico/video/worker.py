@@ -69,7 +69,7 @@ def serve(out_fd: int) -> None:
         request = json.loads(line)
         try:
             if request["op"] == "probe":
-                info, table = probe(request["path"])
+                info, table = probe(request["path"], on_progress=_heartbeat(out_fd))
                 header, payload = _table_to_wire(table)
                 _send(out_fd, {"type": "info", "info": asdict(info), "table": header}, payload)
             elif request["op"] == "decode":
@@ -83,18 +83,25 @@ def serve(out_fd: int) -> None:
                            "advice": "The file may be damaged; try re-encoding it"})
 
 
+def _heartbeat(out_fd: int):
+    """A progress callback that tells the parent, at most once per PROGRESS_EVERY_S, that work goes on."""
+    last = time.monotonic()
+
+    def beat(_progress) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last > PROGRESS_EVERY_S:
+            last = now
+            _send(out_fd, {"type": "progress"})
+
+    return beat
+
+
 def _serve_decode(out_fd: int, request: dict, table: FrameTable) -> None:
     stats = DecodeStats()
-    last = [time.monotonic()]
-
-    def progress(current: DecodeStats) -> None:
-        if time.monotonic() - last[0] > PROGRESS_EVERY_S:
-            last[0] = time.monotonic()
-            _send(out_fd, {"type": "progress", "decoded": current.decoded})
-
     for item in decode_file(request["path"], table, request["targets"], size=request["size"],
                             autorotate=request["autorotate"], strategy=request["strategy"], stats=stats,
-                            on_progress=progress):
+                            on_progress=_heartbeat(out_fd)):
         if item.pixels is None:
             _send(out_fd, {"type": "frame", "index": item.index, "reason": item.reason})
         else:
@@ -183,6 +190,8 @@ class WorkerClient:
     def probe(self) -> tuple[VideoInfo, FrameTable]:
         self._request({"op": "probe", "path": self.path})
         header, payload = self._receive()
+        while header["type"] == "progress":
+            header, payload = self._receive()
         info = header["info"]
         info["notes"] = tuple(info["notes"])
         return VideoInfo(**info), _table_from_wire(header["table"], payload)
@@ -203,8 +212,6 @@ class WorkerClient:
                     if "shape" in header:
                         pixels = np.frombuffer(payload, np.uint8).reshape(header["shape"])
                     yield DecodedFrame(header["index"], pixels, header.get("reason", ""))
-                elif header["type"] == "progress":
-                    stats.decoded = header["decoded"]
                 elif header["type"] == "done":
                     self.worker_maxrss_kb = header["stats"].pop("maxrss_kb")
                     for key, value in header["stats"].items():
