@@ -1,0 +1,78 @@
+"""Clip-level token merging: schedule, a hand-worked example, bookkeeping invariants, batching, determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hico.compress import bipartite_merge, merge_clip_tokens, merge_schedule
+
+
+@pytest.mark.parametrize("count, target, expected", [
+    (784, 64, [392, 196, 98, 34]),  # UMT 224 clip
+    (3136, 64, [1568, 784, 392, 196, 98, 34]),  # UMT 448 clip
+    (1024, 64, [512, 256, 128, 64]),  # InternVideo2 clip
+    (196, 64, [98, 34]),  # UMT 224 image
+    (784, 64 * 1, [392, 196, 98, 34]),
+    (10, 9, [1]),
+])
+def test_schedule_matches_official_r_lists(count: int, target: int, expected: list[int]) -> None:
+    assert merge_schedule(count, target) == expected
+    assert count - sum(expected) == target
+
+
+def test_schedule_refuses_impossible_targets() -> None:
+    with pytest.raises(ValueError, match="target"):
+        merge_schedule(64, 64)
+
+
+def _tokens(*rows: tuple[float, float]) -> torch.Tensor:
+    return torch.tensor([rows], dtype=torch.float64)
+
+
+def test_two_rounds_by_hand() -> None:
+    # A (even) = t0 [3,0], t2 [0,1], t4 [1,1]; B (odd) = t1 [1,0], t3 [0,2], t5 [-1,0]; metric = direction.
+    tokens = _tokens((3, 0), (1, 0), (0, 1), (0, 2), (1, 1), (-1, 0))
+    sizes = torch.ones(1, 6, 1, dtype=torch.float64)
+    # best scores: t0->t1 1.0, t2->t3 1.0, t4->t1 0.707; the tie keeps t0 first, so t0 merges into t1.
+    tokens, sizes = bipartite_merge(tokens, sizes, remove=1, heads=1)
+    assert torch.allclose(tokens, _tokens((0, 1), (1, 1), (2, 0), (0, 2), (-1, 0)))  # [t2, t4 | t1', t3, t5]
+    assert sizes.flatten().tolist() == [1, 1, 2, 1, 1]
+    # A = [0,1], [2,0] (size 2), [-1,0]; B = [1,1], [0,2]. Best: 1.0 (A0->B1), 0.707 (A1->B0), 0 (A2->B1).
+    tokens, sizes = bipartite_merge(tokens, sizes, remove=2, heads=1)
+    expected = _tokens((-1, 0), (5 / 3, 1 / 3), (0, 1.5))  # B0 = (2*[2,0] + [1,1]) / 3, B1 = ([0,1] + [0,2]) / 2
+    assert torch.allclose(tokens, expected)
+    assert sizes.flatten().tolist() == [1, 3, 2]
+
+
+def test_sizes_account_for_every_token_and_mean_is_preserved() -> None:
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 784, 64, dtype=torch.float64)
+    sizes = torch.ones(2, 784, 1, dtype=torch.float64)
+    total = tokens.sum(dim=1)
+    for remove in merge_schedule(784, 64):
+        tokens, sizes = bipartite_merge(tokens, sizes, remove, heads=16)
+    assert tokens.shape == (2, 64, 64)
+    assert sizes.sum(dim=1).flatten().tolist() == [784, 784]
+    assert torch.allclose((tokens * sizes).sum(dim=1), total)  # a size-weighted average loses no mass
+
+
+def test_batched_equals_one_clip_at_a_time() -> None:
+    torch.manual_seed(1)
+    clips = torch.randn(5, 784, 128)
+    one_by_one = torch.cat([merge_clip_tokens(clip[None]) for clip in clips])
+    assert torch.equal(merge_clip_tokens(clips), one_by_one)
+
+
+def test_constant_clip_stays_constant() -> None:
+    clip = torch.full((1, 784, 32), 0.25)
+    assert torch.allclose(merge_clip_tokens(clip), torch.full((1, 64, 32), 0.25))
+
+
+def test_ties_are_broken_the_same_way_every_time() -> None:
+    # four identical frames (a padded clip): every score ties
+    frame = torch.randn(196, 64)
+    clip = frame.repeat(4, 1)[None]
+    first = merge_clip_tokens(clip)
+    for _ in range(3):
+        assert torch.equal(merge_clip_tokens(clip), first)
