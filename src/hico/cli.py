@@ -116,8 +116,8 @@ def cmd_frames(args: argparse.Namespace) -> None:
     from PIL import Image
 
     options = _options(args)
-    if args.size is not None and args.size < 16:
-        raise OptionError(f"--size must be at least 16 pixels, got {args.size}")
+    if args.size and args.size < 16:
+        raise OptionError(f"--size must be 0 (original size) or at least 16 pixels, got {args.size}")
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OptionError(f"{out} already exists and is not an empty folder; choose a new --out folder "

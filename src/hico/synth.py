@@ -73,6 +73,7 @@ def write_video(
     frame_times: Sequence[float] | None = None,
     audio_seconds: float | None = None,
     options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
     frame_fn: Callable[[int], np.ndarray] | None = None,
     progress: bool = False,
 ) -> Path:
@@ -80,10 +81,11 @@ def write_video(
 
     `frame_times` (seconds, increasing) gives a variable frame rate; `rotation` writes a display matrix
     (counter-clockwise degrees); `audio_seconds` adds a silent AAC track. The container follows the suffix.
+    `options` go to the encoder (e.g. preset), `container_options` to the muxer (e.g. movflags=+faststart).
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w") as container:
+    with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
@@ -92,6 +94,7 @@ def write_video(
             stream.options = dict(options)
         if frame_times is not None:
             stream.time_base = Fraction(1, 1000)
+            stream.codec_context.time_base = Fraction(1, 1000)
         if rotation is not None:
             stream.set_display_rotation(rotation)
         for i in tqdm(range(num_frames), desc=f"writing {path.name}", unit="frame", disable=not progress):

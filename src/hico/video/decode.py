@@ -16,6 +16,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from hico.errors import OptionError
 from hico.video.probe import FrameTable
 from hico.video.preprocess import resize_frame
 
@@ -40,6 +41,7 @@ class DecodeStats:
     converted: int = 0  # frames converted to RGB (the wanted ones)
     seeks: int = 0
     errors: int = 0  # packets the decoder rejected
+    concealed: int = 0  # wanted frames the decoder flagged as corrupt (repaired by error concealment)
     missing: list[int] = field(default_factory=list)  # targets that could not be decoded
 
 
@@ -53,7 +55,7 @@ class DecodedFrame:
 def plan_access(table: FrameTable, targets: Sequence[int], strategy: str = "auto") -> AccessPlan:
     """Decide where to seek. `targets` are ascending unique frame indices."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown decode strategy {strategy!r}; choose one of {STRATEGIES}")
+        raise OptionError(f"unknown decode strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     targets = tuple(int(t) for t in targets)
     keys = table.keyframes
     if not table.seekable or len(keys) == 0 or not targets:
@@ -75,7 +77,7 @@ def plan_access(table: FrameTable, targets: Sequence[int], strategy: str = "auto
         seek_before.append(seek)
         position = target
     seeks = sum(seek_before)
-    summary = "sequential" if seeks <= 1 else "seek" if seeks >= 0.9 * len(targets) else "mixed"
+    summary = "sequential" if seeks <= 1 else "seek" if seeks >= 0.9 * (len(targets) - 1) else "mixed"
     return AccessPlan(targets, tuple(seek_before), summary, work)
 
 
@@ -102,6 +104,7 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
                 yield DecodedFrame(target, None, "no decodable frame at this position")
                 continue
             stats.converted += 1
+            stats.concealed += int(frame.is_corrupt)
             yield DecodedFrame(target, _to_rgb(frame, size, autorotate))
 
 

@@ -98,6 +98,8 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) ->
         return probe_folder(path, folder_fps)
     if not os.access(path, os.R_OK):
         raise open_error(path, PermissionError(errno.EACCES, "permission denied"))
+    if path.stat().st_size == 0:
+        raise NotAMediaFileError(path, "is empty (0 bytes)", "The file was not written completely; use a complete copy")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except Exception as exc:  # PyAV raises many FFmpeg error types; all mean "cannot open"
@@ -114,15 +116,20 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) ->
         notes = tuple(n for n in (scan_note, first_note) if n)
         fps = _average_fps(stream, table)
         header_frames = stream.frames or 0
-        if header_frames and header_frames > table.num_frames:
+        truncated = bool(header_frames and header_frames > table.num_frames)
+        if truncated:
             notes += (f"the container lists {header_frames} frames but only {table.num_frames} could be read: "
                       "the file is probably truncated",)
         gaps = np.diff(table.times)
-        vfr = bool(len(gaps) > 1 and gaps.max() - gaps.min() > 0.01 * max(gaps.mean(), 1e-9))
+        # Timestamps are whole ticks of the time base: a constant rate that is not a whole number of ticks
+        # (30 fps in WebM's 1 ms ticks: 33, 33, 34 ms) jitters by one tick without being variable.
+        tick = float(table.time_base) if table.pts is not None else 0.0
+        vfr = bool(len(gaps) > 1 and gaps.max() - gaps.min() > max(0.01 * max(gaps.mean(), 1e-9), 1.5 * tick))
         info = VideoInfo(
             path=str(path), kind="file", container=container.format.name, codec=codec,
             width=stream.codec_context.width, height=stream.codec_context.height, rotation=rotation, fps=fps,
-            num_frames=table.num_frames, frame_count="counted", duration=_duration(stream, table, fps),
+            num_frames=table.num_frames, frame_count="counted",
+            duration=_duration(stream, table, fps, truncated or bool(scan_note)),
             keyframes=len(table.keyframes), variable_frame_rate=vfr, notes=notes)
     return info, table
 
@@ -201,7 +208,10 @@ def _average_fps(stream: av.video.stream.VideoStream, table: FrameTable) -> floa
     return float(stream.guessed_rate or 1.0)
 
 
-def _duration(stream: av.video.stream.VideoStream, table: FrameTable, fps: float) -> float:
+def _duration(stream: av.video.stream.VideoStream, table: FrameTable, fps: float, cut: bool) -> float:
+    """The stream's duration, or, when its data stops early, the span of the frames that can be read."""
+    if cut:
+        return float(table.times[-1]) + 1 / fps
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     return table.num_frames / fps

@@ -9,6 +9,7 @@ decodes with `NoDecodableFramesError`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,13 +124,16 @@ class Video:
                 bar.update(1)
                 yield item
         report.strategy = stats.strategy
+        if stats.concealed:
+            log.warning("%s: the decoder repaired damaged data in %d sampled frames; they may show artefacts",
+                        self.path, stats.concealed)
         if report.replaced:
             log.warning("%s: %d of %d sampled frames could not be decoded and were replaced by their nearest "
                         "decodable neighbour", self.path, report.replaced, report.samples)
 
     def _fill_gaps(self, decoded: Iterator[DecodedFrame], plan: SamplePlan,
                    report: ReadReport) -> Iterator[SampledFrame]:
-        limit = int(self.max_replaced * len(plan.indices))
+        limit = math.floor(self.max_replaced * len(plan.indices) + 1e-9)
         position = 0
         waiting: list[int] = []  # leading positions with no decodable frame yet
         last: DecodedFrame | None = None

@@ -153,8 +153,31 @@ class WorkerClient:
     def _request(self, request: dict) -> None:
         if self.proc is None:
             self._start()
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except OSError:  # BrokenPipeError: the worker died while idle (killed, out of memory)
+            self._died()
+
+    def _died(self) -> None:
+        """Raise the error for a worker process that is gone, with its exit status."""
+        from hico.errors import CorruptVideoError
+
+        code = None
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass  # its buffer cannot be flushed into the dead process
+            try:
+                code = self.proc.wait(timeout=2)  # the pipe closes as it exits: reap it to learn the status
+            except subprocess.TimeoutExpired:
+                pass
+        self.close()
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+        raise CorruptVideoError(self.path, f"the decoder process {how} while reading it",
+                                "If nothing else stopped it, FFmpeg crashed on this file: re-encode it or check "
+                                "that it is intact")
 
     def _receive(self) -> tuple[dict, bytes]:
         header = json.loads(self._read(_LEN.unpack(self._read(_LEN.size))[0]))
@@ -177,12 +200,7 @@ class WorkerClient:
                                          "re-encode it or raise the decode timeout")
             chunk = os.read(self.fd, min(n - got, 1 << 20))
             if not chunk:
-                code = self.proc.poll() if self.proc else None
-                self.close()
-                from hico.errors import CorruptVideoError
-
-                raise CorruptVideoError(self.path, f"the decoder process died (exit code {code})",
-                                        "FFmpeg crashed on this file; re-encode it or check that it is intact")
+                self._died()
             chunks.append(chunk)
             got += len(chunk)
         return b"".join(chunks)

@@ -1,0 +1,89 @@
+"""Shared test media, written once per test session into a temporary folder (never downloaded, never committed).
+
+Every video frame i shows the frame code i (`hico.synth.read_frame_code`), so a test can tell exactly which
+source frame a decoder returned. Frames are small (128x80, a 12-bit code) to keep the session fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+
+from hico import synth
+
+WIDTH, HEIGHT = 128, 80
+BITS = 12
+FPS = 30.0
+
+LONG_FRAMES, LONG_GOP = 400, 50  # the H.264 file: 8 GOPs, so seeking and one forward pass really differ
+SHORT_FRAMES, SHORT_GOP = 90, 30
+ROTATED_FRAMES = 30
+GIF_FRAMES, GIF_FRAME_MS = 20, 100
+FOLDER_FRAMES = 12  # img_1 ... img_12: lexicographic order would put img_10 before img_2
+
+# Variable frame rate: irregular gaps from 1 to 8 frame periods of 30 fps. The synthetic writer's encoder
+# runs at 1/fps ticks, so the times are whole multiples of 1/30 s (anything else is rounded on encoding).
+VFR_TICKS = (0, 1, 3, 4, 9, 10, 15, 21, 22, 27, 30, 31, 33, 40, 41, 42, 50, 58, 59, 60)
+VFR_TIMES = tuple(t / FPS for t in VFR_TICKS)
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+def _write(path: Path, frames: int, **kwargs) -> Path:
+    kwargs = {"width": WIDTH, "height": HEIGHT, "bits": BITS, "fps": FPS, **kwargs}
+    return synth.write_video(path, frames, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def h264_mp4(media: Path) -> Path:
+    return _write(media / "long_gop.mp4", LONG_FRAMES, gop=LONG_GOP)
+
+
+@pytest.fixture(scope="session")
+def mpeg4_avi(media: Path) -> Path:
+    return _write(media / "mpeg4.avi", SHORT_FRAMES, codec="mpeg4", gop=SHORT_GOP)
+
+
+@pytest.fixture(scope="session")
+def vp9_webm(media: Path) -> Path:
+    try:
+        av.codec.Codec("libvpx-vp9", "w")
+    except Exception:
+        pytest.skip("the bundled FFmpeg has no libvpx-vp9 encoder")
+    return _write(media / "vp9.webm", SHORT_FRAMES, codec="libvpx-vp9", gop=SHORT_GOP)
+
+
+@pytest.fixture(scope="session")
+def vfr_mp4(media: Path) -> Path:
+    return _write(media / "vfr.mp4", len(VFR_TIMES), frame_times=VFR_TIMES)
+
+
+@pytest.fixture(scope="session")
+def rotated_mp4(media: Path) -> Path:
+    return _write(media / "rotated.mp4", ROTATED_FRAMES, rotation=90)
+
+
+@pytest.fixture(scope="session")
+def one_frame_mp4(media: Path) -> Path:
+    return _write(media / "one_frame.mp4", 1)
+
+
+@pytest.fixture(scope="session")
+def gif_file(media: Path) -> Path:
+    return synth.write_gif(media / "anim.gif", GIF_FRAMES, width=WIDTH, height=HEIGHT, frame_ms=GIF_FRAME_MS,
+                           bits=BITS)
+
+
+@pytest.fixture(scope="session")
+def frame_folder(media: Path) -> Path:
+    return synth.write_frame_folder(media / "frames", FOLDER_FRAMES, width=WIDTH, height=HEIGHT, bits=BITS)
+
+
+@pytest.fixture(scope="session")
+def audio_only(media: Path) -> Path:
+    return synth.write_audio_only(media / "audio_only.m4a", seconds=0.5)
