@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import hico.video.probe as probe_module
+import hico.video.metadata as metadata_module
 import hico.video.reader as reader_module
 from conftest import BITS, FPS, HEIGHT, LONG_FRAMES, WIDTH
 from hico import synth
@@ -34,7 +34,7 @@ from hico.errors import (
     VideoPermissionError,
 )
 from hico.video.decode import DecodeStats
-from hico.video.probe import open_error, probe
+from hico.video.metadata import open_error, probe
 from hico.video.reader import Video
 from hico.video.sampling import SamplingOptions, plan_samples
 from hico.video.worker import WorkerClient
@@ -137,7 +137,7 @@ def test_open_error_maps_permission_denied(tmp_path: Path) -> None:
 def test_unreadable_file(monkeypatch: pytest.MonkeyPatch, plain_mp4: Path, mode: str) -> None:
     # the tests run as root, for whom chmod 000 changes nothing: make the access check say no instead
     real_access = os.access
-    monkeypatch.setattr(probe_module.os, "access",
+    monkeypatch.setattr(metadata_module.os, "access",
                         lambda p, m, *a, **k: False if Path(p) == plain_mp4 else real_access(p, m, *a, **k))
     with pytest.raises(VideoPermissionError) as caught:
         open_with(mode, plain_mp4)

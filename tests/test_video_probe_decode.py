@@ -24,7 +24,7 @@ from conftest import (BITS, FOLDER_FRAMES, FPS, GIF_FRAME_MS, GIF_FRAMES, HEIGHT
 from hico.synth import read_frame_code
 from hico.video.decode import SEEK_COST_FRAMES, plan_access
 from hico.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from hico.video.probe import FrameTable, probe
+from hico.video.metadata import FrameTable, probe
 from hico.video.reader import Video
 from hico.video.sampling import SamplingOptions
 

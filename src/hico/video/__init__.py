@@ -9,7 +9,7 @@ import importlib
 _EXPORTS = {
     "hico.video.decode": ("AccessPlan", "DecodeStats", "plan_access"),
     "hico.video.preprocess": ("IMAGENET_MEAN", "IMAGENET_STD", "normalize", "preprocess", "resize_frame"),
-    "hico.video.probe": ("FrameTable", "VideoInfo", "probe"),
+    "hico.video.metadata": ("FrameTable", "VideoInfo", "probe"),
     "hico.video.reader": ("CLIP_FRAMES", "TOKENS_PER_FRAME", "Clip", "ReadReport", "SampledFrame", "Video",
                           "open_video", "stream_clips"),
     "hico.video.sampling": ("SamplePlan", "SamplingOptions", "official_frame_indices", "plan_samples",

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from hico.errors import OptionError
-from hico.video.probe import FrameTable
+from hico.video.metadata import FrameTable
 from hico.video.preprocess import resize_frame
 
 SEEK_COST_FRAMES = 8  # a seek (demuxer reposition + decoder flush + thread pipeline refill) in decoded frames

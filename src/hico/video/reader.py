@@ -21,7 +21,7 @@ from tqdm import tqdm
 from hico.errors import CorruptVideoError, NoDecodableFramesError, OptionError
 from hico.video.decode import AccessPlan, DecodedFrame, DecodeStats, decode_file, decode_folder, plan_access
 from hico.video.preprocess import normalize
-from hico.video.probe import FOLDER_FPS, probe
+from hico.video.metadata import FOLDER_FPS, probe
 from hico.video.sampling import SamplePlan, SamplingOptions, plan_samples
 from hico.video.worker import WorkerClient
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from hico.errors import DecodeTimeoutError, VideoError
 from hico.video.decode import DecodedFrame, DecodeStats, decode_file
-from hico.video.probe import FrameTable, VideoInfo, probe
+from hico.video.metadata import FrameTable, VideoInfo, probe
 
 _LEN = struct.Struct("<I")
 PROGRESS_EVERY_S = 1.0
