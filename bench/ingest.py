@@ -183,9 +183,10 @@ def targets(results: dict) -> list[str]:
     return out
 
 
-def write_doc(section: str) -> None:
+def write_doc(section: str, name: str = "ingest") -> None:
+    """Replace (or append) the named section of docs/benchmarks.md, leaving the others alone."""
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    marker_start, marker_end = "<!-- ingest:start -->", "<!-- ingest:end -->"
+    marker_start, marker_end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nFigures measured by the scripts in `bench/`.\n\n"
     block = f"{marker_start}\n{section}{marker_end}\n"
     if marker_start in text:

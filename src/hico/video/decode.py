@@ -4,12 +4,15 @@ Decoding frame t costs decoding from a keyframe at or before t. Before each targ
 compares two ways to get there: keep decoding forward from the last decoded frame, or seek to the keyframe
 just before the target. Seeking pays when it skips more frames than a seek costs, i.e. when samples are
 sparse relative to keyframes; with a sample in (almost) every GOP the plan becomes one forward pass. Either
-way, only the wanted frames are converted to RGB.
+way, only the wanted frames are converted to RGB, and frames that are neither wanted nor referenced by
+other frames (most B-frames) are not decoded at all (FFmpeg's skip_frame=NONREF, set packet by packet).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import av
@@ -21,6 +24,7 @@ from hico.video.metadata import FrameTable
 from hico.video.preprocess import resize_frame
 
 SEEK_COST_FRAMES = 8  # a seek (demuxer reposition + decoder flush + thread pipeline refill) in decoded frames
+CONVERT_AHEAD = 4  # frames converted and resized on a helper thread while the decoder goes on
 STRATEGIES = ("auto", "seek", "sequential")
 
 
@@ -86,35 +90,51 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
                 on_progress=None) -> Iterator[DecodedFrame]:
     """Yield each target frame of a media file in ascending order, resized to `size` x `size` if given.
 
-    Frames the decoder cannot produce (corrupt or truncated data) come back with `pixels=None`.
+    Frames the decoder cannot produce (corrupt or truncated data) come back with `pixels=None`. Colour
+    conversion and resizing run on a helper thread (they release the GIL), overlapping the decoding of the
+    next frames; at most CONVERT_AHEAD frames wait there.
     """
     stats = stats if stats is not None else DecodeStats()
     plan = plan_access(table, targets, strategy)
     stats.strategy = plan.strategy
-    with av.open(path) as container:
+    with av.open(path) as container, ThreadPoolExecutor(1) as converter:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        cursor = _Cursor(container, stream, table, stats, on_progress)
+        wanted = {int(table.pts[t]) for t in plan.targets} if table.pts is not None else None
+        cursor = _Cursor(container, stream, table, stats, on_progress, wanted)
+        waiting: deque[tuple[int, Future | None]] = deque()
         for target, seek in zip(plan.targets, plan.seek_before):
             if seek:
                 cursor.seek_before(target)
             frame = cursor.get(target)
             if frame is None:
                 stats.missing.append(target)
-                yield DecodedFrame(target, None, "no decodable frame at this position")
-                continue
-            stats.converted += 1
-            stats.concealed += int(frame.is_corrupt)
-            yield DecodedFrame(target, _to_rgb(frame, size, autorotate))
+                waiting.append((target, None))
+            else:
+                stats.converted += 1
+                stats.concealed += int(frame.is_corrupt)
+                waiting.append((target, converter.submit(_to_rgb, frame, size, autorotate)))
+            while len(waiting) > CONVERT_AHEAD:
+                yield _collect(*waiting.popleft())
+        while waiting:
+            yield _collect(*waiting.popleft())
+
+
+def _collect(target: int, conversion: Future | None) -> DecodedFrame:
+    if conversion is None:
+        return DecodedFrame(target, None, "no decodable frame at this position")
+    return DecodedFrame(target, conversion.result())
 
 
 class _Cursor:
     """A position in the decoded frame sequence that can seek and push one frame back."""
 
-    def __init__(self, container, stream, table: FrameTable, stats: DecodeStats, on_progress=None) -> None:
+    def __init__(self, container, stream, table: FrameTable, stats: DecodeStats, on_progress=None,
+                 wanted: set[int] | None = None) -> None:
         self.container, self.stream, self.table, self.stats = container, stream, table, stats
         self.on_progress = on_progress
-        self.frames = _frames(container, stream, table, stats, on_progress)
+        self.wanted = wanted
+        self.frames = _frames(container, stream, table, stats, on_progress, wanted)
         self.pending: tuple[int, av.VideoFrame] | None = None
         self.just_seeked = False
 
@@ -125,7 +145,7 @@ class _Cursor:
         offset = int(self.table.pts[keys[rank]]) if rank >= 0 and earlier >= 0 else 0
         self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
         self.stats.seeks += 1
-        self.frames = _frames(self.container, self.stream, self.table, self.stats, self.on_progress)
+        self.frames = _frames(self.container, self.stream, self.table, self.stats, self.on_progress, self.wanted)
         self.pending = None
         self.just_seeked = True
 
@@ -155,14 +175,19 @@ class _Cursor:
             return None
 
 
-def _frames(container, stream, table: FrameTable, stats: DecodeStats,
-            on_progress=None) -> Iterator[tuple[int, av.VideoFrame]]:
+def _frames(container, stream, table: FrameTable, stats: DecodeStats, on_progress=None,
+            wanted: set[int] | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decoded frames with their frame index, from the current demux position; bad packets are skipped.
 
+    With `wanted` (the pts of the target frames; frames are then identified by pts), packets of other
+    frames are decoded with skip_frame=NONREF: the decoder drops them if no other frame refers to them.
     `on_progress(stats)` is called for every decoded frame (the worker uses it as a heartbeat).
     """
     counter = None
+    context = stream.codec_context
     for packet in container.demux(stream):
+        if wanted is not None:
+            context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
         try:
             decoded = packet.decode()
         except av.error.FFmpegError:

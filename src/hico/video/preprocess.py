@@ -28,14 +28,30 @@ def resize_frame(rgb: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC))
 
 
+def _lookup_table() -> np.ndarray:
+    """(3, 256) float32: the normalised value of every uint8 level per channel, computed in float32 exactly
+    as (v / 255 - mean) / std, so a table lookup gives the same numbers as the arithmetic."""
+    levels = np.arange(256, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(IMAGENET_MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(IMAGENET_STD, dtype=np.float32)[:, None]
+    return (levels[None, :] - mean) / std
+
+
+_LEVELS = _lookup_table()
+
+
 def normalize(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(T, S, S, 3) uint8 resized frames -> (T, 3, S, S) float32 `pixel_values`."""
+    """(T, S, S, 3) uint8 resized frames -> (T, 3, S, S) float32 `pixel_values`.
+
+    A table lookup in numpy: no torch threads compete with the decoder for the cores while streaming.
+    """
     import torch  # here, not at the top: the decode worker imports this module and must start fast
 
-    pixels = torch.as_tensor(frames).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+    frames = np.asarray(frames, dtype=np.uint8)
+    out = np.empty((frames.shape[0], 3, *frames.shape[1:3]), dtype=np.float32)
+    for channel in range(3):
+        np.take(_LEVELS[channel], frames[..., channel], out=out[:, channel])
+    return torch.from_numpy(out)
 
 
 def preprocess(frames: Sequence[np.ndarray] | np.ndarray, size: int = 224) -> torch.Tensor:

@@ -113,6 +113,15 @@ def _serve_decode(out_fd: int, request: dict, table: FrameTable) -> None:
 
 
 def _maxrss_kb() -> int:
+    """This process's peak resident memory. On Linux `ru_maxrss` keeps the parent's peak across fork + exec,
+    so the per-address-space high-water mark (VmHWM) is read instead where it exists."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
