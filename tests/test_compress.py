@@ -23,7 +23,8 @@ def test_schedule_matches_official_r_lists(count: int, target: int, expected: li
 
 def test_schedule_refuses_impossible_targets() -> None:
     with pytest.raises(ValueError, match="target"):
-        merge_schedule(64, 64)
+        merge_schedule(64, 65)
+    assert merge_schedule(64, 64) == []  # already small enough: nothing to merge
 
 
 def _tokens(*rows: tuple[float, float]) -> torch.Tensor:

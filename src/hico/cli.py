@@ -136,6 +136,62 @@ def cmd_frames(args: argparse.Namespace) -> None:
           + (f"; {replaced} undecodable samples were replaced by neighbours" if replaced else ""))
 
 
+def _dropout(args: argparse.Namespace):
+    from hico.compress import DropSchedule
+
+    if args.dropout is None:
+        if args.dropout_layers or args.dropout_ratios:
+            raise OptionError("--dropout-layers/--dropout-ratios need --dropout TYPE (for example uniform0_attention)")
+        return None
+    if args.dropout == "off":
+        return DropSchedule()
+    try:
+        layers = tuple(int(x) for x in args.dropout_layers.split(",")) if args.dropout_layers else ()
+        ratios = tuple(float(x) for x in args.dropout_ratios.split(",")) if args.dropout_ratios else ()
+    except ValueError as exc:
+        raise OptionError(f"--dropout-layers takes integers and --dropout-ratios numbers, comma-separated ({exc})")
+    return DropSchedule(args.dropout, layers, ratios)
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    import torch
+
+    import hico
+    from hico.generate import GenerationOptions
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    options = GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+                                temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    dropout = _dropout(args)
+    sampling = _options(args)
+    model = hico.load(args.model, dtype=dtypes[args.dtype], device=args.device)
+    if dropout is not None:
+        dropout.check_depth(model.model.config.llm["num_hidden_layers"])
+    memory = model.encode_video(args.video, sampling, progress=True, cache_dir=args.cache, timeout=args.timeout,
+                                autorotate=not args.no_autorotate, folder_fps=args.folder_fps,
+                                max_replaced=args.max_replaced)
+
+    def ask(question: str, history: list[tuple[str, str]]) -> str:
+        answer = model.answer(memory, question, history, options, dropout=dropout,
+                              on_text=lambda piece: print(piece, end="", flush=True))
+        print(flush=True)
+        return answer
+
+    if args.question is not None:
+        ask(args.question, [])
+        return
+    print(f"{memory.num_frames} frames encoded; ask about the video (an empty line or Ctrl-D ends)", file=sys.stderr)
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            break
+        if not question or question in ("exit", "quit"):
+            break
+        history.append((question, ask(question, history)))
+
+
 def cmd_sample_video(args: argparse.Namespace) -> None:
     from hico.synth import sample_video
 
@@ -169,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--size", type=int, default=224, help="square size in pixels (224 or 448; 0 = original)")
     _sampling_args(frames)
     frames.set_defaults(func=cmd_frames)
+
+    chat = sub.add_parser("chat", help="answer questions about a video (interactive without a question)")
+    chat.add_argument("video", help="video file, GIF, or folder of numbered frames")
+    chat.add_argument("question", nargs="?", help="the question; leave out for an interactive session")
+    chat.add_argument("--model", required=True, help="checkpoint folder (official VideoChat-Flash layout)")
+    chat.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    chat.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    chat.add_argument("--max-new-tokens", type=int, default=1024)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--seed", type=int)
+    chat.add_argument("--cache", help="folder that keeps encoded videos for reuse")
+    chat.add_argument("--dropout", choices=("off", "uniform", "attention", "uniform0_attention", "uniform1_attention"),
+                      help="in-LLM visual-token dropout (default: as the checkpoint config says)")
+    chat.add_argument("--dropout-layers", help="layer numbers after which to drop, e.g. 4,18")
+    chat.add_argument("--dropout-ratios", help="kept fractions, one more than layers, e.g. 1,0.75,0.25")
+    _sampling_args(chat)
+    chat.set_defaults(func=cmd_chat)
 
     sample = sub.add_parser("sample-video", help="write a synthetic test video (H.264, 640x360)")
     sample.add_argument("out", help="output .mp4 path (kept if it exists)")

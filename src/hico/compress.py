@@ -2,11 +2,17 @@
 
 Clip-level: repeated ToMe bipartite soft matching merges each clip's tokens down to a target count (64 per
 4-frame clip, 16 per frame on average), as the official `tome16_mlp_hd64` projector does before its MLP.
+Video-level: inside the LLM, visual tokens are dropped after chosen layers, evenly (uniform) or by the
+attention the prompt pays them (text-guided); the model applies these functions between its layers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from hico.errors import OptionError
 
 TOKENS_PER_CLIP = 64
 METRIC_HEADS = 16  # the matching metric averages the features over 16 "heads" (64 dims for a 1024-wide tower)
@@ -17,8 +23,8 @@ def merge_schedule(num_tokens: int, target: int) -> list[int]:
 
     784 -> 64 gives [392, 196, 98, 34]; 3136 -> 64 gives [1568, 784, 392, 196, 98, 34].
     """
-    if not 0 < target < num_tokens:
-        raise ValueError(f"cannot merge {num_tokens} tokens down to {target}: the target must be in [1, {num_tokens})")
+    if not 0 < target <= num_tokens:
+        raise ValueError(f"cannot merge {num_tokens} tokens down to {target}: the target must be in [1, {num_tokens}]")
     schedule, remaining = [], num_tokens
     while remaining != target:
         if remaining - target <= remaining // 2:
@@ -72,3 +78,77 @@ def merge_clip_tokens(tokens: torch.Tensor, target: int = TOKENS_PER_CLIP,
     for remove in merge_schedule(tokens.shape[1], target):
         tokens, sizes = bipartite_merge(tokens, sizes, remove, heads)
     return tokens
+
+
+# Video-level compression: progressive dropout of visual tokens between LLM layers.
+
+DROP_KINDS = ("uniform", "attention", "uniform0_attention", "uniform1_attention")
+
+
+@dataclass(frozen=True)
+class DropSchedule:
+    """When and how visual tokens leave the LLM.
+
+    `layers` are 1-based: after decoder layer k, int(N * ratios[s + 1]) of the N original visual tokens remain
+    (s = position of k in `layers`). `ratios[0]` is 1.0. `kind` picks uniform or text-guided selection per
+    stage: "uniform0_attention" is uniform at stage 0 and text-guided later, "uniform1_attention" uniform at
+    stages 0 and 1.
+    """
+
+    kind: str = "attention"
+    layers: tuple[int, ...] = ()
+    ratios: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if self.kind not in DROP_KINDS:
+            raise OptionError(f"unknown dropout type {self.kind!r}; use one of {', '.join(DROP_KINDS)}")
+        if len(self.ratios) != len(self.layers) + 1:
+            raise OptionError(f"dropout needs one ratio more than layers: {len(self.layers)} layers "
+                              f"{list(self.layers)} but ratios {list(self.ratios)}")
+        if list(self.layers) != sorted(set(self.layers)) or any(k < 1 for k in self.layers):
+            raise OptionError(f"dropout layers must be increasing layer numbers >= 1, got {list(self.layers)}")
+        if self.ratios[0] != 1.0 or any(not 0 <= r <= 1 for r in self.ratios) or \
+                any(b > a for a, b in zip(self.ratios, self.ratios[1:])):
+            raise OptionError(f"dropout ratios must start at 1.0 and not increase, within [0, 1]: {list(self.ratios)}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.layers)
+
+    def check_depth(self, num_layers: int) -> None:
+        if self.layers and self.layers[-1] >= num_layers:
+            raise OptionError(f"dropout after layer {self.layers[-1]} needs a model deeper than {num_layers} layers "
+                              f"(use layer numbers below {num_layers})")
+
+    def stage_kind(self, stage: int) -> str:
+        if self.kind in ("uniform", "attention"):
+            return self.kind
+        uniform_stages = 1 if self.kind == "uniform0_attention" else 2
+        return "uniform" if stage < uniform_stages else "attention"
+
+    def kept(self, num_visual: int, stage: int) -> int:
+        """Visual tokens left after stage `stage` (0-based) of a sequence that started with `num_visual`."""
+        return int(num_visual * self.ratios[stage + 1])
+
+
+def uniform_keep(current: int, keep: int) -> torch.Tensor:
+    """Indices of `keep` of `current` tokens, evenly spread (float32 linspace truncated, as the official)."""
+    return torch.linspace(0, current - 1, keep).long()
+
+
+def text_guided_scores(queries: torch.Tensor, keys: torch.Tensor, visual: slice) -> torch.Tensor:
+    """How much the query tokens attend to each visual token.
+
+    queries (heads, q, d) and keys (heads, L, d) are already rotated (RoPE) and scaled by 1/sqrt(d) is applied
+    here; each query attends causally to the keys up to its own position, which for the queries given here
+    (the last prompt token, or tokens before answers) covers the visual span. Softmax in float32 over all
+    keys, averaged over heads and queries, restricted to `visual`. Memory is O(q * L): no L x L matrix.
+    """
+    scale = queries.shape[-1] ** -0.5
+    logits = (queries.float() @ keys.float().transpose(-1, -2)) * scale  # (heads, q, L)
+    return logits.softmax(dim=-1).mean(dim=(0, 1))[visual]
+
+
+def attention_keep(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """The `keep` best-scored visual tokens, in their original order."""
+    return scores.topk(keep).indices.sort().values

@@ -1,0 +1,161 @@
+"""The user-facing API: `hico.load(path)` -> Hico, then `encode_video`, `answer`, `chat`.
+
+    model = hico.load("VideoChat-Flash-Qwen2_5-2B_res448", dtype=torch.bfloat16, device="cuda")
+    memory = model.encode_video("talk.mp4")                 # decoded and encoded once
+    print(model.answer(memory, "What is on the whiteboard?"))
+    print(model.answer(memory, "And who wrote it?"))         # the video is not touched again
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hico.checkpoint import CheckpointError, HicoConfig, check_state_dict, load_state_dict, weight_files
+from hico.compress import DropSchedule
+from hico.errors import HicoError
+from hico.generate import GenerationOptions, generate
+from hico.memory import VideoMemory, file_digest, memory_key
+from hico.model import HicoModel
+from hico.prompt import chat_prompt, tokenize
+from hico.video.sampling import SamplingOptions
+
+ENCODE_BATCH_CLIPS = 8  # clips per tower call: bounds activation memory whatever the video length
+
+
+class Hico:
+    """A loaded model with its tokenizer."""
+
+    def __init__(self, model: HicoModel, tokenizer=None, model_id: str = "") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+
+    @torch.inference_mode()
+    def encode_video(self, video: str | Path, sampling: SamplingOptions = SamplingOptions(), *,
+                     cache_dir: str | Path | None = None, progress: bool = False, **video_options) -> VideoMemory:
+        """Decode, encode and compress a video into a VideoMemory (16 tokens per sampled frame)."""
+        from hico.video.reader import Video
+
+        size = self.model.config.vision.image_size
+        key = None
+        if cache_dir is not None:
+            key = memory_key(file_digest(video), sampling, size, self.model_id)
+            cached = Path(cache_dir) / f"{key}.safetensors"
+            if cached.exists():
+                return VideoMemory.load(cached)
+        with Video(video, **video_options) as source:
+            plan = source.plan(sampling)
+            chunks, batch = [], []
+            clips = source.clips(plan, size, self.model.config.local_num_frames)
+            bar = tqdm(total=-(-plan.num_frames // self.model.config.local_num_frames), desc="clips encoded",
+                       unit="clip", disable=not progress)
+            with bar:
+                for clip in clips:
+                    batch.append(clip.pixels)
+                    if len(batch) == ENCODE_BATCH_CLIPS:
+                        chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
+                        bar.update(len(batch))
+                        batch = []
+                if batch:
+                    chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
+                    bar.update(len(batch))
+            memory = VideoMemory(tokens=torch.cat(chunks), indices=list(plan.indices), times=source.times(plan),
+                                 time_msg=plan.time_msg, duration=plan.duration, source=str(video), key=key or "")
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            memory.save(Path(cache_dir) / f"{key}.safetensors")
+        return memory
+
+    @torch.inference_mode()
+    def answer(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
+               options: GenerationOptions = GenerationOptions(), *, dropout: DropSchedule | None = None,
+               on_text: Callable[[str], None] | None = None) -> str:
+        """Answer a question about an encoded video; `on_text` receives the answer as it grows (streaming)."""
+        if self.tokenizer is None:
+            raise HicoError("this checkpoint folder has no tokenizer files (tokenizer.json or vocab.json + "
+                            "merges.txt); copy them from the released model")
+        if not question.strip():
+            raise HicoError("the question is empty; ask something about the video")
+        input_ids = tokenize(chat_prompt(question, memory.time_msg, history), self.tokenizer)
+        embeds, span = self.model.embed(input_ids, memory.tokens)
+        prefill = self.model.prefill(embeds, span, dropout if dropout is not None else self.model.config.dropout)
+        step = lambda token: self.model.decode(torch.tensor([[token]]), prefill.cache)[0, -1]  # noqa: E731
+        tokens: list[int] = []
+        shown = ""
+
+        def stream(token: int) -> None:
+            nonlocal shown
+            tokens.append(token)
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            if on_text is not None and len(text) > len(shown) and not text.endswith("\ufffd"):
+                on_text(text[len(shown):])
+                shown = text
+
+        generate(step, prefill.logits[0, -1], options, self.stop_ids(), stream)
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def chat(self, video: str | Path, question: str, sampling: SamplingOptions = SamplingOptions(),
+             options: GenerationOptions = GenerationOptions(), **kwargs) -> str:
+        return self.answer(self.encode_video(video, sampling), question, options=options, **kwargs)
+
+    def stop_ids(self) -> set[int]:
+        ids = set()
+        eos = self.model.config.official.get("eos_token_id")
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer is not None:
+            im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+            if isinstance(im_end, int) and im_end != self.tokenizer.unk_token_id:
+                ids.add(im_end)
+            if self.tokenizer.eos_token_id is not None:
+                ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+
+def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Hico:
+    """Load a VideoChat-Flash checkpoint folder (official layout) and its tokenizer, if present."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a folder; pass the folder of a downloaded checkpoint")
+    config = HicoConfig.from_folder(folder)
+    state = load_state_dict(folder)
+    with torch.device("meta"):
+        model = HicoModel(config)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    tied = {"llm.lm_head.weight"} if config.llm.get("tie_word_embeddings") else set()
+    check_state_dict(expected, state, str(folder), optional=tied)
+    model = model.to_empty(device=device).to(dtype)
+    model.load_state_dict(state, strict=False)
+    if tied and "llm.lm_head.weight" not in state:
+        model.llm.lm_head.weight = model.llm.model.embed_tokens.weight
+    model.reset_buffers()
+    model.eval()
+    return Hico(model, _tokenizer(folder), _fingerprint(folder))
+
+
+def _tokenizer(folder: Path):
+    if not ((folder / "tokenizer.json").exists() or (folder / "vocab.json").exists()):
+        return None
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # AutoTokenizer reads config.json, whose model_type transformers does not know, and warns about it
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+def _fingerprint(folder: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update((folder / "config.json").read_bytes())
+    for weights in weight_files(folder):
+        digest.update(json.dumps([weights.name, weights.stat().st_size, weights.stat().st_mtime_ns]).encode())
+    return digest.hexdigest()

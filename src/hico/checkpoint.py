@@ -1,0 +1,209 @@
+"""Released-checkpoint layout: config parsing and validation, the official key names, safetensors load/save.
+
+A checkpoint folder holds the official `config.json` (a Qwen2 config plus multimodal keys, optionally a
+`vision_config` block that small models use to size the tower), `model.safetensors` or a sharded index, and
+usually the tokenizer files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hico.compress import DropSchedule
+from hico.errors import HicoError
+from hico.vision.umt import UMTConfig
+
+VISION_PREFIX = "model.vision_tower.vision_tower.encoder."
+PROJECTOR_PREFIX = "model.mm_projector."
+SUPPORTED_PROJECTOR = "tome16_mlp_hd64"
+UMT_DEPTH = 24  # UMT-L blocks in the pretrained tower; select_layer -2 builds 23 of them
+
+
+class CheckpointError(HicoError):
+    """A checkpoint folder that cannot be loaded; the message lists what is wrong."""
+
+
+@dataclass(frozen=True)
+class HicoConfig:
+    """Everything hico needs from an official config.json."""
+
+    vision_tower: str
+    vision: UMTConfig
+    llm: dict  # keyword arguments for transformers.Qwen2Config
+    mm_hidden_size: int
+    hidden_size: int
+    local_num_frames: int = 4
+    tokens_per_clip: int = 64
+    dropout_schedule: DropSchedule = field(default_factory=DropSchedule)  # as configured (llm_compress_*)
+    dropout_enabled: bool = False  # mm_llm_compress: off in every released config
+    official: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def dropout(self) -> DropSchedule:
+        """The schedule inference uses by default: the configured one if mm_llm_compress is on, else none."""
+        return self.dropout_schedule if self.dropout_enabled else DropSchedule()
+
+    @classmethod
+    def from_official(cls, raw: dict, source: str = "config.json") -> HicoConfig:
+        tower = str(raw.get("mm_vision_tower", ""))
+        if "internvideo2" in tower.lower():
+            raise CheckpointError(f"{source}: the InternVideo2 vision tower ({tower!r}) is not supported yet; "
+                                  "use a UMT checkpoint (VideoChat-Flash-Qwen2-7B_res448/res224, "
+                                  "VideoChat-Flash-Qwen2_5-2B_res448)")
+        if "umt" not in tower.lower():
+            raise CheckpointError(f"{source}: unknown vision tower mm_vision_tower={tower!r}; expected 'umt-large' or "
+                                  "'umt-hd-large'")
+        projector = raw.get("mm_projector_type", SUPPORTED_PROJECTOR)
+        if projector != SUPPORTED_PROJECTOR:
+            raise CheckpointError(f"{source}: projector {projector!r} is not supported; hico implements "
+                                  f"{SUPPORTED_PROJECTOR!r}")
+        missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+                               "intermediate_size") if k not in raw]
+        if missing:
+            raise CheckpointError(f"{source}: missing keys {missing}; is this a VideoChat-Flash config.json?")
+        vision = _vision_config(raw, tower)
+        mm_hidden = int(raw.get("mm_hidden_size", vision.hidden_size))
+        if mm_hidden != vision.hidden_size:
+            raise CheckpointError(f"{source}: mm_hidden_size {mm_hidden} does not match the tower width "
+                                  f"{vision.hidden_size}")
+        enabled = bool(raw.get("mm_llm_compress", False))
+        return cls(vision_tower=tower, vision=vision, llm=_llm_kwargs(raw), mm_hidden_size=mm_hidden,
+                   hidden_size=int(raw["hidden_size"]), local_num_frames=int(raw.get("mm_local_num_frames", 4)),
+                   dropout_schedule=_dropout(raw, enabled, source), dropout_enabled=enabled, official=dict(raw))
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> HicoConfig:
+        path = Path(folder) / "config.json"
+        if not path.exists():
+            raise CheckpointError(f"{folder}: no config.json; pass the folder of a VideoChat-Flash checkpoint")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path}: not valid JSON ({exc}); restore the file from the checkpoint") from exc
+        return cls.from_official(raw, str(path))
+
+    def qwen2_config(self):
+        from transformers import Qwen2Config
+
+        config = Qwen2Config(**self.llm)
+        config._attn_implementation = "sdpa"
+        return config
+
+
+def _dropout(raw: dict, enabled: bool, source: str) -> DropSchedule:
+    """The configured schedule (official defaults for missing keys). An inconsistent one is an error only
+    when it is switched on; the official code then ignores the lists anyway."""
+    try:
+        schedule = DropSchedule(kind=raw.get("llm_compress_type", "attention"),
+                                layers=tuple(raw.get("llm_compress_layer_list", (8, 16, 24))),
+                                ratios=tuple(raw.get("llm_image_token_ratio_list", (1.0, 0.5, 0.25, 0.125))))
+        schedule.check_depth(raw["num_hidden_layers"])
+    except HicoError as exc:
+        if enabled:
+            raise CheckpointError(f"{source}: mm_llm_compress is on but {exc}") from exc
+        return DropSchedule()
+    return schedule
+
+
+def _vision_config(raw: dict, tower: str) -> UMTConfig:
+    hd = "umt-hd" in tower.lower()
+    overrides = raw.get("vision_config") or {}
+    select = int(raw.get("mm_vision_select_layer", -2))
+    blocks = overrides.get("num_hidden_layers", UMT_DEPTH + select + 1)
+    image_size = overrides.get("image_size", 448 if hd else 224)
+    return UMTConfig(hidden_size=overrides.get("hidden_size", 1024), num_layers=blocks,
+                     num_heads=overrides.get("num_attention_heads", 16), patch_size=overrides.get("patch_size", 16),
+                     image_size=image_size, num_frames=overrides.get("num_frames", raw.get("mm_local_num_frames", 4)),
+                     interpolate_positions=hd)
+
+
+ROPE_KEYS = {"rope_theta", "rope_scaling", "rope_parameters"}  # transformers 5 folds the first two into the last
+
+
+def _llm_kwargs(raw: dict) -> dict:
+    """The Qwen2 part of an official config (multimodal keys left out)."""
+    from transformers import Qwen2Config
+
+    accepted = (set(inspect.signature(Qwen2Config.__init__).parameters) - {"self", "kwargs", "model_type",
+                                                                          "architectures"}) | ROPE_KEYS
+    return {k: v for k, v in raw.items() if k in accepted and not (k in ROPE_KEYS and v is None)}
+
+
+def official_to_hico(key: str) -> str:
+    """Map an official state-dict key to hico's module path (`vision.`, `projector.`, `llm.`)."""
+    if key.startswith(VISION_PREFIX):
+        return "vision." + key[len(VISION_PREFIX):]
+    if key.startswith(PROJECTOR_PREFIX):
+        return "projector." + key[len(PROJECTOR_PREFIX):]
+    return "llm." + key
+
+
+def hico_to_official(key: str) -> str:
+    """The inverse of `official_to_hico`."""
+    head, _, rest = key.partition(".")
+    prefixes = {"vision": VISION_PREFIX, "projector": PROJECTOR_PREFIX, "llm": ""}
+    if head not in prefixes:
+        raise KeyError(f"{key} is not a hico parameter name")
+    return prefixes[head] + rest
+
+
+def weight_files(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [s for s in shards if not (folder / s).exists()]
+        if missing:
+            raise CheckpointError(f"{folder}: shards listed in model.safetensors.index.json are missing: {missing}")
+        return [folder / s for s in shards]
+    single = folder / "model.safetensors"
+    if single.exists():
+        return [single]
+    raise CheckpointError(f"{folder}: no model.safetensors or model.safetensors.index.json; hico reads "
+                          "safetensors weights (convert .bin files with transformers first)")
+
+
+def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All weights of a checkpoint folder under hico's names."""
+    from safetensors.torch import load_file
+
+    state = {}
+    for path in weight_files(folder):
+        for key, tensor in load_file(str(path)).items():
+            state[official_to_hico(key)] = tensor
+    return state
+
+
+def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], source: str,
+                     optional: set[str] = frozenset()) -> None:
+    """Fail with one message listing every missing, unexpected and wrongly shaped tensor (official names)."""
+    missing = sorted(hico_to_official(k) for k in expected if k not in found and k not in optional)
+    unexpected = sorted(hico_to_official(k) for k in found if k not in expected)
+    shapes = sorted(f"{hico_to_official(k)}: checkpoint {tuple(found[k].shape)}, model {tuple(expected[k])}"
+                    for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k]))
+    problems = []
+    for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if names:
+            shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+            problems.append(f"{title}: {shown}")
+    if problems:
+        raise CheckpointError(f"{source}: the weights do not fit the config; " + "; ".join(problems))
+
+
+def save_state_dict(state: dict[str, torch.Tensor], folder: str | Path, config: dict) -> None:
+    """Write config.json and model.safetensors under the official key names (refuses to overwrite)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        if (folder / name).exists():
+            raise CheckpointError(f"{folder / name} exists; hico does not overwrite checkpoints, choose a new folder")
+    official = {hico_to_official(k): v.detach().contiguous() for k, v in state.items()}
+    save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -1,0 +1,86 @@
+"""End to end on a tiny random checkpoint: encode a synthetic video once, ask twice, memory on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import hico
+from hico import synth
+from hico.memory import VideoMemory
+from hico.generate import GenerationOptions
+from hico.tiny import write_random_checkpoint
+from hico.video import SamplingOptions
+
+SHORT = GenerationOptions(max_new_tokens=6)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> hico.Hico:
+    folder = tmp_path_factory.mktemp("api") / "tiny"
+    write_random_checkpoint(folder, seed=2)
+    return hico.load(folder)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    return synth.write_video(tmp_path_factory.mktemp("api") / "v.mp4", 90, fps=10, width=128, height=80, bits=12)
+
+
+def test_encode_video_gives_16_tokens_per_frame(model, video) -> None:
+    memory = model.encode_video(video, SamplingOptions.plain(num_frames=12))
+    assert memory.tokens.shape == (12 * 16, model.model.config.hidden_size)
+    assert memory.num_frames == 12 and len(memory.times) == 12
+    assert memory.time_msg == "\nThe video lasts for 9.00 seconds, and 12 frames are uniformly sampled from it. "
+
+
+def test_tokens_equal_encoding_the_clips_directly(model, video) -> None:
+    from hico.video import Video
+
+    options = SamplingOptions.plain(num_frames=8)
+    memory = model.encode_video(video, options)
+    with Video(video) as source:
+        clips = torch.stack([c.pixels for c in source.clips(source.plan(options), 64)])
+    with torch.no_grad():
+        assert torch.equal(memory.tokens, model.model.encode_clips(clips).flatten(0, 1))
+
+
+def test_second_question_does_not_touch_the_video(model, video, tmp_path, monkeypatch) -> None:
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(video.read_bytes())
+    memory = model.encode_video(copy, SamplingOptions.plain(num_frames=8))
+    copy.unlink()
+    import hico.video.reader as reader
+
+    monkeypatch.setattr(reader, "Video", None)  # any attempt to open a video now fails loudly
+    first = model.answer(memory, "What colour is the square?", options=SHORT)
+    pieces: list[str] = []
+    second = model.answer(memory, "Which shape appears first?", history=[("What colour is the square?", first)],
+                          options=SHORT, on_text=pieces.append)
+    assert "".join(pieces).strip() == second
+    assert model.answer(memory, "What colour is the square?", options=SHORT) == first  # greedy is deterministic
+
+
+def test_memory_round_trip_and_cache(model, video, tmp_path, monkeypatch) -> None:
+    options = SamplingOptions.plain(num_frames=8)
+    memory = model.encode_video(video, options, cache_dir=tmp_path)
+    saved = list(tmp_path.glob("*.safetensors"))
+    assert len(saved) == 1 and saved[0].stem == memory.key
+    again = VideoMemory.load(saved[0])
+    assert torch.equal(again.tokens, memory.tokens) and again.time_msg == memory.time_msg
+    import hico.video.reader as reader
+
+    monkeypatch.setattr(reader, "Video", None)
+    cached = model.encode_video(video, options, cache_dir=tmp_path)  # served from disk
+    assert torch.equal(cached.tokens, memory.tokens)
+    monkeypatch.undo()
+    other = model.encode_video(video, SamplingOptions.plain(num_frames=4), cache_dir=tmp_path)
+    assert other.key != memory.key and len(list(tmp_path.glob("*.safetensors"))) == 2
+
+
+def test_empty_question_is_refused(model, video) -> None:
+    memory = model.encode_video(video, SamplingOptions.plain(num_frames=4))
+    with pytest.raises(hico.api.HicoError, match="question is empty"):
+        model.answer(memory, "  ")

@@ -1,0 +1,156 @@
+"""Checkpoint layout: config parsing, the official key names both ways, load/save, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import hico
+from hico.checkpoint import CheckpointError, HicoConfig, hico_to_official, official_to_hico
+from hico.tiny import random_model, tiny_official_config, write_random_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    write_random_checkpoint(folder, seed=1)
+    return folder
+
+
+def test_released_tower_sizes_follow_the_tower_name() -> None:
+    raw = tiny_official_config()
+    del raw["vision_config"]
+    raw["mm_vision_tower"] = "umt-hd-large"
+    raw["mm_hidden_size"] = 1024
+    config = HicoConfig.from_official(raw)
+    assert (config.vision.image_size, config.vision.num_layers, config.vision.hidden_size) == (448, 23, 1024)
+    assert config.vision.interpolate_positions
+    raw["mm_vision_tower"] = "umt-large"
+    assert HicoConfig.from_official(raw).vision.image_size == 224
+
+
+def test_llm_config_keeps_rope_base_and_sizes() -> None:
+    raw = tiny_official_config()
+    raw["rope_theta"] = 1234567.0
+    qwen = HicoConfig.from_official(raw).qwen2_config()
+    assert qwen.rope_parameters["rope_theta"] == 1234567.0
+    assert (qwen.hidden_size, qwen.num_hidden_layers, qwen.num_key_value_heads) == (64, 4, 2)
+    assert qwen.rms_norm_eps == 1e-6 and qwen.tie_word_embeddings is False
+
+
+def test_official_key_names() -> None:
+    model = random_model(tiny_official_config())
+    official = {hico_to_official(k) for k in model.state_dict()}
+    for key in ("model.vision_tower.vision_tower.encoder.patch_embed.proj.weight",
+                "model.vision_tower.vision_tower.encoder.blocks.0.attn.q_bias",
+                "model.vision_tower.vision_tower.encoder.blocks.1.attn.v_bias",
+                "model.vision_tower.vision_tower.encoder.blocks.1.mlp.fc2.bias",
+                "model.vision_tower.vision_tower.encoder.vision_layernorm.weight",
+                "model.mm_projector.mlp.0.weight", "model.mm_projector.mlp.2.bias",
+                "model.embed_tokens.weight", "model.layers.3.self_attn.q_proj.bias",
+                "model.layers.3.self_attn.o_proj.weight", "model.layers.0.mlp.gate_proj.weight",
+                "model.norm.weight", "lm_head.weight"):
+        assert key in official
+    assert not any("pos_embed" in k or "positions" in k for k in official)  # computed, never stored
+    assert all(official_to_hico(hico_to_official(k)) == k for k in model.state_dict())
+
+
+def test_load_gives_the_saved_model(checkpoint: Path) -> None:
+    loaded = hico.load(checkpoint)
+    original = random_model(json.loads((checkpoint / "config.json").read_text()), seed=1)
+    clips = torch.randn(1, 4, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model.encode_clips(clips), original.encode_clips(clips))
+        ids = torch.tensor([5, 6, 7])
+        assert torch.equal(loaded.model.llm(ids[None]).logits, original.llm(ids[None]).logits)
+    assert loaded.tokenizer is not None and loaded.tokenizer.convert_tokens_to_ids("<|im_end|>") == 2
+
+
+def test_load_in_bfloat16_keeps_position_tables_float32(checkpoint: Path) -> None:
+    loaded = hico.load(checkpoint, dtype=torch.bfloat16)
+    assert loaded.model.dtype == torch.bfloat16
+    assert loaded.model.vision.video_positions.dtype == torch.float32
+    assert loaded.model.llm.model.rotary_emb.inv_freq.dtype == torch.float32
+
+
+def test_save_then_load_keeps_every_key(checkpoint: Path) -> None:
+    keys = set(load_file(str(checkpoint / "model.safetensors")))
+    model = random_model(tiny_official_config())
+    assert keys == {hico_to_official(k) for k in model.state_dict()}
+
+
+def _copy(checkpoint: Path, target: Path, mutate) -> Path:
+    target.mkdir()
+    for item in checkpoint.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    state = load_file(str(target / "model.safetensors"))
+    mutate(state)
+    save_file(state, str(target / "model.safetensors"))
+    return target
+
+
+def test_missing_unexpected_and_misshapen_keys_are_listed(checkpoint: Path, tmp_path: Path) -> None:
+    def mutate(state):
+        del state["model.norm.weight"]
+        state["model.extra.weight"] = torch.zeros(2)
+        state["model.mm_projector.mlp.0.bias"] = torch.zeros(3)
+
+    broken = _copy(checkpoint, tmp_path / "broken", mutate)
+    with pytest.raises(CheckpointError) as caught:
+        hico.load(broken)
+    message = str(caught.value)
+    assert "missing: model.norm.weight" in message
+    assert "unexpected: model.extra.weight" in message
+    assert "model.mm_projector.mlp.0.bias: checkpoint (3,), model (64,)" in message
+
+
+def test_internvideo2_is_not_supported_yet() -> None:
+    raw = tiny_official_config(tower="internvideo2")
+    with pytest.raises(CheckpointError, match="InternVideo2 vision tower .* not supported yet"):
+        HicoConfig.from_official(raw)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"mm_projector_type": "mlp2x_gelu"}, "projector 'mlp2x_gelu' is not supported"),
+    ({"mm_vision_tower": "clip-vit"}, "unknown vision tower"),
+    ({"mm_llm_compress": True, "llm_compress_layer_list": [2], "llm_image_token_ratio_list": [1.0]},
+     "mm_llm_compress is on but"),
+    ({"mm_llm_compress": True, "llm_compress_layer_list": [4], "llm_image_token_ratio_list": [1.0, 0.5]},
+     "deeper than 4 layers"),
+])
+def test_bad_configs_are_named(change: dict, words: str) -> None:
+    raw = tiny_official_config()
+    raw.update(change)
+    with pytest.raises(CheckpointError, match=words):
+        HicoConfig.from_official(raw)
+
+
+def test_missing_folder_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no config.json"):
+        hico.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(tiny_official_config()))
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        hico.load(tmp_path)
+    with pytest.raises(CheckpointError, match="not a folder"):
+        hico.load(tmp_path / "config.json")
+
+
+def test_sharded_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
+    state = load_file(str(checkpoint / "model.safetensors"))
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+              "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+    for item in checkpoint.iterdir():
+        if item.name != "model.safetensors":
+            (tmp_path / item.name).write_bytes(item.read_bytes())
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(tmp_path / shard))
+    index = {"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    loaded = hico.load(tmp_path)
+    reference = hico.load(checkpoint)
+    assert torch.equal(loaded.model.projector.mlp[0].weight, reference.model.projector.mlp[0].weight)

@@ -1,0 +1,150 @@
+"""HicoModel on tiny random weights: against stock transformers, cache consistency, dropout semantics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb, eager_attention_forward
+
+from hico.compress import DropSchedule
+from hico.model import IMAGE_TOKEN_INDEX
+from hico.tiny import random_model, tiny_official_config
+
+VISUAL = 48  # visual tokens in the test prompts (3 clips)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model(tiny_official_config(layers=6), seed=3)
+
+
+def _prompt(model, seed: int = 0, before: int = 5, after: int = 9):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 300, (before + 1 + after,), generator=generator)
+    ids[before] = IMAGE_TOKEN_INDEX
+    visual = torch.randn(VISUAL, model.config.hidden_size, generator=generator)
+    return model.embed(ids, visual)
+
+
+@torch.no_grad()
+def test_no_dropout_equals_stock_qwen2(model) -> None:
+    embeds, span = _prompt(model)
+    ours = model.prefill(embeds, span, all_logits=True).logits
+    stock = model.llm(inputs_embeds=embeds).logits
+    assert torch.allclose(ours, stock, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_incremental_decoding_matches_full_prefill(model) -> None:
+    embeds, span = _prompt(model)
+    new = torch.tensor([[11, 42, 7]])
+    full = model.llm(inputs_embeds=torch.cat([embeds, model.llm.model.embed_tokens(new)], dim=1)).logits
+    state = model.prefill(embeds, span)
+    one = [model.decode(new[:, i:i + 1], state.cache)[0, -1] for i in range(3)]
+    assert torch.allclose(torch.stack(one[:-1]), full[0, -3:-1], atol=1e-5)
+    # several tokens at once after a cache (a continued conversation) use a bottom-right causal mask
+    state = model.prefill(embeds, span)
+    many = model.decode(new, state.cache)[0]
+    assert torch.allclose(many, full[0, -3:], atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind, layers, ratios", [
+    ("uniform", (2,), (1.0, 0.5)),
+    ("uniform", (1, 4), (1.0, 0.75, 0.25)),
+])
+def test_uniform_drop_then_decode_equals_prefill_with_the_token(model, kind, layers, ratios) -> None:
+    schedule = DropSchedule(kind, layers, ratios)
+    embeds, span = _prompt(model)
+    token = torch.tensor([[17]])
+    extended = torch.cat([embeds, model.llm.model.embed_tokens(token)], dim=1)
+    reference = model.prefill(extended, span, schedule).logits[0, -1]
+    state = model.prefill(embeds, span, schedule)
+    assert torch.allclose(model.decode(token, state.cache)[0, -1], reference, atol=1e-5)
+
+
+@torch.no_grad()
+def test_drop_keeps_int_n_ratio_tokens_and_shortens_later_caches(model) -> None:
+    schedule = DropSchedule("uniform0_attention", (2, 4), (1.0, 0.75, 0.3))
+    embeds, span = _prompt(model)
+    state = model.prefill(embeds, span, schedule)
+    length = embeds.shape[1]
+    dropped_after_2 = VISUAL - int(VISUAL * 0.75)
+    dropped_after_4 = VISUAL - int(VISUAL * 0.3)
+    lengths = [state.cache.get_seq_length(i) for i in range(6)]
+    assert lengths == [length] * 2 + [length - dropped_after_2] * 2 + [length - dropped_after_4] * 2
+    assert len(state.kept) == int(VISUAL * 0.3)
+    assert state.kept.tolist() == sorted(state.kept.tolist())
+
+
+@torch.no_grad()
+def test_first_uniform_stage_keeps_linspace_indices(model) -> None:
+    embeds, span = _prompt(model)
+    state = model.prefill(embeds, span, DropSchedule("uniform", (3,), (1.0, 0.25)))
+    # int(48 * 0.25) = 12 indices of linspace(0, 47, 12): 0, 4.27, 8.55, ... truncated
+    assert state.kept.tolist() == [0, 4, 8, 12, 17, 21, 25, 29, 34, 38, 42, 47]
+
+
+@torch.no_grad()
+def test_text_guided_drop_matches_eager_attention_of_the_next_layer(model) -> None:
+    """Reference: transformers' own RoPE and eager attention, with the full L x L causal matrix."""
+    embeds, span = _prompt(model, seed=5)
+    drop_after = 3
+    keep = int(VISUAL * 0.5)
+    state = model.prefill(embeds, span, DropSchedule("attention", (drop_after,), (1.0, 0.5)))
+    hidden = model.llm(inputs_embeds=embeds, output_hidden_states=True).hidden_states[drop_after]
+    layer = model.llm.model.layers[drop_after]
+    attn = layer.self_attn
+    normed = layer.input_layernorm(hidden)
+    length, d = hidden.shape[1], attn.head_dim
+    q = attn.q_proj(normed).view(1, length, -1, d).transpose(1, 2)
+    k = attn.k_proj(normed).view(1, length, -1, d).transpose(1, 2)
+    v = attn.v_proj(normed).view(1, length, -1, d).transpose(1, 2)
+    positions = torch.arange(length)[None]
+    cos, sin = model.llm.model.rotary_emb(hidden, positions)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    causal = torch.full((length, length), float("-inf")).triu(1)[None, None]
+    _, weights = eager_attention_forward(attn, q, k, v, causal, scaling=d ** -0.5)
+    scores = weights[0, :, -1].mean(0)[span.start:span.start + VISUAL]
+    expected = scores.topk(keep).indices.sort().values
+    assert state.kept.tolist() == expected.tolist()
+
+
+@torch.no_grad()
+def test_dropout_changes_the_answer_only_through_visual_tokens(model) -> None:
+    embeds, _ = _prompt(model)
+    text_only = model.prefill(embeds, None, DropSchedule("uniform", (2,), (1.0, 0.5))).logits
+    assert torch.allclose(text_only, model.prefill(embeds, None).logits)
+
+
+def test_dropout_layer_must_exist(model) -> None:
+    from hico.errors import OptionError
+
+    embeds, span = _prompt(model)
+    with pytest.raises(OptionError, match="deeper than 6 layers"):
+        model.prefill(embeds, span, DropSchedule("uniform", (6,), (1.0, 0.5)))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(kind="random"), "unknown dropout type"),
+    (dict(layers=(4, 2), ratios=(1.0, 0.5, 0.25)), "increasing"),
+    (dict(layers=(2,), ratios=(1.0,)), "one ratio more than layers"),
+    (dict(layers=(2,), ratios=(0.5, 0.25)), "start at 1.0"),
+    (dict(layers=(2, 3), ratios=(1.0, 0.25, 0.5)), "not increase"),
+])
+def test_schedule_validation(kwargs, words) -> None:
+    from hico.errors import OptionError
+
+    with pytest.raises(OptionError, match=words):
+        DropSchedule(**kwargs)
+
+
+@torch.no_grad()
+def test_encode_clips_shapes_and_order_follow_merge(model) -> None:
+    from hico.compress import merge_clip_tokens
+
+    clips = torch.randn(2, 4, 3, 64, 64)
+    tokens = model.encode_clips(clips)
+    assert tokens.shape == (2, 64, model.config.hidden_size)
+    expected = model.projector(merge_clip_tokens(model.vision(clips), 64))
+    assert torch.equal(tokens, expected)
