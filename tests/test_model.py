@@ -111,6 +111,25 @@ def test_text_guided_drop_matches_eager_attention_of_the_next_layer(model) -> No
 
 
 @torch.no_grad()
+def test_training_queries_score_with_each_query_seeing_only_its_past(model) -> None:
+    """Training guides drops with several tokens (those before answers): average of their causal attention."""
+    embeds, span = _prompt(model, seed=6)
+    length = embeds.shape[1]
+    rows = torch.tensor([length - 7, length - 3, length - 1])
+    layer = model.llm.model.layers[2]
+    hidden = model.llm(inputs_embeds=embeds, output_hidden_states=True).hidden_states[2]  # input of layer 2
+    positions = torch.arange(length)[None]
+    ours = model._visual_scores(layer, hidden, positions, span.start, VISUAL, rows)
+    last_only = model._visual_scores(layer, hidden, positions, span.start, VISUAL, None)
+    singles = [model._visual_scores(layer, hidden[:, : r + 1], positions[:, : r + 1], span.start, VISUAL, None)
+               for r in rows.tolist()]
+    assert torch.allclose(ours, torch.stack(singles).mean(0), atol=1e-6)  # each row = that prefix's last token
+    assert torch.allclose(last_only, singles[-1], atol=1e-6)
+    state = model.prefill(embeds, span, DropSchedule("attention", (2,), (1.0, 0.5)), query_positions=rows)
+    assert state.kept.tolist() == ours.topk(VISUAL // 2).indices.sort().values.tolist()
+
+
+@torch.no_grad()
 def test_dropout_changes_the_answer_only_through_visual_tokens(model) -> None:
     embeds, _ = _prompt(model)
     text_only = model.prefill(embeds, None, DropSchedule("uniform", (2,), (1.0, 0.5))).logits

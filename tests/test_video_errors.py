@@ -145,21 +145,17 @@ def test_unreadable_file(monkeypatch: pytest.MonkeyPatch, plain_mp4: Path, mode:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_random_bytes(tmp_path: Path, mode: str) -> None:
-    path = tmp_path / "noise.mp4"
-    path.write_bytes(np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+@pytest.mark.parametrize("content, phrases", [
+    (np.random.default_rng(1).integers(0, 256, 20_000, dtype=np.uint8).tobytes(),
+     ("not a media file", "complete video file")),
+    (b"", ("is empty (0 bytes)", "complete copy")),
+], ids=["random-bytes", "empty"])
+def test_not_a_video(tmp_path: Path, mode: str, content: bytes, phrases: tuple[str, str]) -> None:
+    path = tmp_path / "input.mp4"
+    path.write_bytes(content)
     with pytest.raises(NotAMediaFileError) as caught:
         open_with(mode, path)
-    assert_actionable(caught.value, path, "not a media file", "complete video file")
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_empty_file(tmp_path: Path, mode: str) -> None:
-    path = tmp_path / "empty.mp4"
-    path.write_bytes(b"")
-    with pytest.raises(NotAMediaFileError) as caught:
-        open_with(mode, path)
-    assert_actionable(caught.value, path, "is empty (0 bytes)", "complete copy")
+    assert_actionable(caught.value, path, *phrases)
 
 
 @pytest.mark.parametrize("mode", MODES)
