@@ -12,7 +12,9 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -23,7 +25,11 @@ from hico.generate import GenerationOptions, generate
 from hico.memory import VideoMemory, file_digest, memory_key
 from hico.model import HicoModel
 from hico.prompt import chat_prompt, tokenize
-from hico.video.sampling import SamplingOptions
+from hico.video.preprocess import preprocess
+from hico.video.sampling import SamplePlan, SamplingOptions
+
+if TYPE_CHECKING:
+    from hico.video.reader import Video
 
 ENCODE_BATCH_CLIPS = 8  # clips per tower call: bounds activation memory whatever the video length
 
@@ -31,10 +37,11 @@ ENCODE_BATCH_CLIPS = 8  # clips per tower call: bounds activation memory whateve
 class Hico:
     """A loaded model with its tokenizer."""
 
-    def __init__(self, model: HicoModel, tokenizer=None, model_id: str = "") -> None:
+    def __init__(self, model: HicoModel, tokenizer=None, model_id: str = "", name: str = "") -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self.model_id = model_id
+        self.model_id = model_id  # fingerprint of the config and weight files
+        self.name = name or model_id  # what people call it: the checkpoint folder's name
 
     @torch.inference_mode()
     def encode_video(self, video: str | Path, sampling: SamplingOptions = SamplingOptions(), *,
@@ -51,26 +58,39 @@ class Hico:
                 return VideoMemory.load(cached)
         with Video(video, **video_options) as source:
             plan = source.plan(sampling)
-            chunks, batch = [], []
-            clips = source.clips(plan, size, self.model.config.local_num_frames)
-            bar = tqdm(total=-(-plan.num_frames // self.model.config.local_num_frames), desc="clips encoded",
-                       unit="clip", disable=not progress)
-            with bar:
-                for clip in clips:
-                    batch.append(clip.pixels)
-                    if len(batch) == ENCODE_BATCH_CLIPS:
-                        chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
-                        bar.update(len(batch))
-                        batch = []
-                if batch:
-                    chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
-                    bar.update(len(batch))
-            memory = VideoMemory(tokens=torch.cat(chunks), indices=list(plan.indices), times=source.times(plan),
+            tokens = self.encode_plan(source, plan, progress=progress)
+            memory = VideoMemory(tokens=tokens, indices=list(plan.indices), times=source.times(plan),
                                  time_msg=plan.time_msg, duration=plan.duration, source=str(video), key=key or "")
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             memory.save(Path(cache_dir) / f"{key}.safetensors")
         return memory
+
+    @torch.inference_mode()
+    def encode_plan(self, source: Video, plan: SamplePlan, *, progress: bool = False) -> torch.Tensor:
+        """The compressed tokens (16 per sampled frame) of an opened video's planned frames, streamed by clips."""
+        frames_per_clip = self.model.config.local_num_frames
+        chunks, batch = [], []
+        bar = tqdm(total=-(-plan.num_frames // frames_per_clip), desc="clips encoded", unit="clip",
+                   disable=not progress)
+        with bar:
+            for clip in source.clips(plan, self.model.config.vision.image_size, frames_per_clip):
+                batch.append(clip.pixels)
+                if len(batch) == ENCODE_BATCH_CLIPS:
+                    chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
+                    bar.update(len(batch))
+                    batch = []
+            if batch:
+                chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
+                bar.update(len(batch))
+        return torch.cat(chunks)
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """(n, 64, hidden): each RGB image shown as one whole clip (repeated on every frame of it)."""
+        size = self.model.config.vision.image_size
+        clips = [preprocess([image], size).expand(self.model.config.local_num_frames, -1, -1, -1) for image in images]
+        return self.model.encode_clips(torch.stack(clips))
 
     @torch.inference_mode()
     def answer(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
@@ -135,7 +155,7 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
         model.llm.lm_head.weight = model.llm.model.embed_tokens.weight
     model.reset_buffers()
     model.eval()
-    return Hico(model, _tokenizer(folder), _fingerprint(folder))
+    return Hico(model, _tokenizer(folder), _fingerprint(folder), folder.resolve().name)
 
 
 def _tokenizer(folder: Path):

@@ -38,6 +38,11 @@ def chat_prompt(question: str, time_msg: str | None, history: Sequence[tuple[str
     return text + f"{IM_START}assistant\n"
 
 
+def niah_prompt(question: str) -> str:
+    """The official NIAH evaluation prompt: no time message and no newline after the visual tokens."""
+    return f"{IM_START}system\n{SYSTEM}{IM_END}\n{IM_START}user\n{IMAGE}{question}{IM_END}\n{IM_START}assistant\n"
+
+
 def tokenize(text: str, tokenizer) -> torch.Tensor:
     """Token ids with IMAGE_TOKEN_INDEX where `<image>` stands; chunks are tokenized separately, no BOS."""
     ids: list[int] = []
