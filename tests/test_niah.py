@@ -4,6 +4,7 @@ checked by their frame codes, a resumable run with a tiny random model, scoring 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from PIL import Image
 import hico
 from hico import synth
 from hico.errors import OptionError
-from hico.niah.build import GridOptions, build, insert_offsets, load_benchmark, needle_positions
+from hico.niah.build import GridOptions, build, insert_offsets, load_benchmark, needle_positions, plan_cases
 from hico.niah.records import load_needles
 from hico.niah.report import report, summarize
 from hico.niah.run import RunOptions, ask, normalize_answer, read_results, run, splice
@@ -25,6 +26,8 @@ from hico.prompt import niah_prompt, tokenize
 from hico.tiny import write_random_checkpoint
 from hico.video.preprocess import preprocess
 
+SHARED = Path(os.environ.get("HICO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+OFFICIAL = SHARED / "reference" / "niah"
 BITS = 12
 HAY_FRAMES, HAY_FPS = 80, 2.0  # 40 haystack frames at 1 fps: every 2nd video frame
 MAGENTA = (255, 0, 255)
@@ -100,6 +103,26 @@ def test_records_are_validated(tmp_path, data) -> None:
     assert needles[1].answers == ("A", "C") and len(needles[1].images) == 3
 
 
+@pytest.mark.skipif(not OFFICIAL.is_dir(), reason=f"official annotation files missing: {OFFICIAL}")
+def test_official_annotation_files_load_as_they_are(tmp_path) -> None:
+    single_file, multi_file = OFFICIAL / "niah-coco-singlehop_20.json", OFFICIAL / "niah-coco-multihop-100.json"
+    with pytest.raises(OptionError, match="20 needle images are missing"):
+        load_needles(single_file, tmp_path)
+    raw = json.loads(single_file.read_text()) + json.loads(multi_file.read_text())
+    for image in {p for r in raw for p in r.get("images", [r.get("image")])}:
+        (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / image, format="JPEG")
+    single, multi = load_needles(single_file, tmp_path), load_needles(multi_file, tmp_path)
+    assert len(single) == 20 and len(multi) == 100
+    assert [n.answers[0] for n in single] == [r["answer"] for r in raw[:20]]
+    assert sorted(len(n.images) for n in multi) == [5] * 31 + [6] * 28 + [7] * 41
+    assert multi[0].images[0] == str(tmp_path / raw[20]["images"][0])  # list order is insertion order
+    cases = plan_cases(single + multi, GridOptions(frames=(1000, 10000)))
+    assert len(cases) == 2 * (20 * 6 + 100)
+    seven = next(c for c in cases if c["kind"] == "multi" and len(c["images"]) == 7 and c["frames"] == 1000)
+    assert seven["offsets"] == [0, 164, 328, 492, 656, 820, 1000]  # 1000 // 6 = 166 -> 164, whole clips
+
+
 def _codes(path: Path) -> list[int | None]:
     """Frame code of every frame of a video, None for a frame that shows a needle (a flat colour)."""
     with av.open(str(path)) as container:
@@ -107,7 +130,7 @@ def _codes(path: Path) -> list[int | None]:
     return [None if f.reshape(-1, 3).std(axis=0).max() < 12 else synth.read_frame_code(f, BITS) for f in frames]
 
 
-def test_video_mode_puts_the_needle_at_the_expected_frame(tmp_path, data) -> None:
+def test_video_mode_puts_the_needle_at_the_expected_frame(tmp_path, data, model) -> None:
     grid = GridOptions(frames=(16, 32), depths=(0.0, 0.5, 1.0), mode="video", video_size=128)
     folder = build(tmp_path / "bench", data / "hay.mp4", _needles(data), grid, progress=False)
     settings, cases = load_benchmark(folder)
@@ -125,6 +148,9 @@ def test_video_mode_puts_the_needle_at_the_expected_frame(tmp_path, data) -> Non
     assert at_half["needle_frames"] == [16]
     first = np.asarray(_frame(folder / at_half["video"], 16), dtype=float)
     assert np.abs(first.mean(axis=(0, 1)) - MAGENTA).max() < 8
+    results = run(folder, model, options=RunOptions(limit=2, progress=False))
+    for record, case in zip(read_results(results), cases):
+        assert record["case"] == case["case"] and record["visual_tokens"] == 16 * case["total_frames"]
 
 
 def _frame(path: Path, index: int) -> np.ndarray:

@@ -252,9 +252,11 @@ def cmd_niah_build(args: argparse.Namespace) -> None:
 
 
 def cmd_niah_run(args: argparse.Namespace) -> None:
+    from hico.niah.build import load_benchmark
     from hico.niah.run import RunOptions, run
 
     options = RunOptions(dropout=args.dropout, limit=args.limit)
+    load_benchmark(args.bench)  # a wrong folder fails before a large model is loaded
     results = run(args.bench, _load_model(args), args.results, options)
     print(f"results in {results}")
     if not args.no_report:

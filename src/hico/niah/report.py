@@ -82,7 +82,7 @@ def report(folder: str | Path, results: str | Path, out: str | Path | None = Non
 def render_markdown(settings: dict, summary: dict, results_name: str) -> str:
     hay = settings["haystack"]
     lines = ["# NIAH results", "",
-             f"Mode: {settings['mode']}. Haystack: `{Path(hay['path']).name}`, every {hay['step']}-th frame "
+             f"Mode: {settings['mode']}. Haystack: `{Path(hay['path']).name}`, one frame in {hay['step']} "
              f"({hay['unique_frames']} distinct frames). Results: `{results_name}`, {summary['answered']} of "
              f"{summary['total']} cases answered. Model: `{', '.join(summary['models'])}`; in-LLM dropout: "
              f"{', '.join(summary['dropouts'])}."]

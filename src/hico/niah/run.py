@@ -114,6 +114,8 @@ def run(folder: str | Path, model: Hico, results: str | Path | None = None,
                 "seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": _peak_mb(),
                 "model": model.model_id, "model_name": model.name, "dropout": options.dropout,
             }
+            if torch.cuda.is_available():
+                record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
             handle.write(json.dumps(record) + "\n")
             handle.flush()
             right, total = right + sum(correct), total + len(correct)
