@@ -154,6 +154,10 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
     if tied and "llm.lm_head.weight" not in state:
         model.llm.lm_head.weight = model.llm.model.embed_tokens.weight
     model.reset_buffers()
+    if (folder / "adapter_model.safetensors").exists():
+        from hico.train.lora import apply_adapter
+
+        apply_adapter(model, folder)  # a LoRA training checkpoint: merged into the weights on load
     model.eval()
     return Hico(model, _tokenizer(folder), _fingerprint(folder), folder.resolve().name)
 

@@ -1,0 +1,195 @@
+"""Training on transformers' Trainer (accelerate underneath: torchrun/accelerate launch, DDP, FSDP, DeepSpeed).
+
+hico adds three things around the stock engine: a loss module that runs the HiCo model sample by sample
+(each sample has its own visual span; optional in-LLM dropout), an optimizer with a separate tower learning
+rate, and checkpoints in the official layout (config.json + model.safetensors under the official key names,
+tokenizer files, and for LoRA runs `adapter_model.safetensors` + `adapter_config.json`), which `hico.load`
+reads. Trainer keeps the optimizer, scheduler, RNG and data position next to them, so a run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hico.checkpoint import HicoConfig, hico_to_official, load_state_dict, save_state_dict
+from hico.compress import DropSchedule
+from hico.errors import HicoError
+from hico.model import HicoModel
+from hico.train.labels import IGNORE_INDEX
+from hico.train.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, add_lora, split_state
+from hico.train.stages import LoraSettings, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class TrainingModel(nn.Module):
+    """Loss of a batch of samples: the mean cross-entropy over every answer token in the batch."""
+
+    def __init__(self, model: HicoModel, schedule: DropSchedule = DropSchedule()) -> None:
+        super().__init__()
+        self.model = model
+        self.schedule = schedule
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
+                                        every_n_layers: int = 1, offload: bool = False) -> None:
+        """Recompute the LLM layers' activations in the backward pass (the stock Qwen2 implementation)."""
+        self.model.llm.activation_checkpointing_enable(activation_checkpointing_kwargs or {"use_reentrant": False},
+                                                       every_n_layers, offload)
+
+    def forward(self, ids: list[torch.Tensor], targets: list[torch.Tensor],
+                clips: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+        total, count = None, 0
+        for sample_ids, sample_targets, sample_clips in zip(ids, targets, clips):
+            loss, tokens = self.sample_loss(sample_ids, sample_targets, sample_clips)
+            total = loss if total is None else total + loss
+            count += tokens
+        return {"loss": total / max(count, 1)}
+
+    def sample_loss(self, ids: torch.Tensor, targets: torch.Tensor,
+                    clips: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """Summed answer-token loss of one sample and the number of answer tokens."""
+        visual = self.model.encode_clips(clips).flatten(0, 1) if clips is not None else None
+        embeds, span = self.model.embed(ids, visual)
+        labels = expand_labels(targets.to(embeds.device), span)
+        if span is not None and self.schedule.enabled:
+            prefill = self.model.prefill(embeds, span, self.schedule, all_logits=True,
+                                         query_positions=answer_queries(labels))
+            logits = prefill.logits[0]
+            labels = torch.cat([labels[: span.start], labels.new_full((len(prefill.kept),), IGNORE_INDEX),
+                                labels[span.start + span.count:]])
+            chosen = labels[1:] != IGNORE_INDEX
+            picked = logits[:-1][chosen]
+        else:
+            hidden = self.model.llm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
+            chosen = labels[1:] != IGNORE_INDEX
+            picked = self.model.llm.lm_head(hidden[:-1][chosen])
+        loss = F.cross_entropy(picked.float(), labels[1:][chosen], reduction="sum")
+        return loss, int(chosen.sum())
+
+
+def expand_labels(targets: torch.Tensor, span) -> torch.Tensor:
+    """Labels for the embedded sequence: the placeholder becomes `span.count` ignored visual positions."""
+    if span is None:
+        return targets
+    return torch.cat([targets[: span.start], targets.new_full((span.count,), IGNORE_INDEX), targets[span.start + 1:]])
+
+
+def answer_queries(labels: torch.Tensor) -> torch.Tensor:
+    """The token before each answer: the queries whose attention guides text-guided drops in training."""
+    starts = (labels[1:] != IGNORE_INDEX) & (labels[:-1] == IGNORE_INDEX)
+    return starts.nonzero().flatten()
+
+
+def set_trainable(model: HicoModel, parts: tuple[str, ...]) -> None:
+    for name, module in (("vision", model.vision), ("projector", model.projector), ("llm", model.llm)):
+        module.requires_grad_(name in parts)
+
+
+def save_checkpoint(model: HicoModel, folder: str | Path, official_config: dict, tokenizer=None,
+                    lora: LoraSettings | None = None, state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write a checkpoint `hico.load` reads: official layout, plus the LoRA adapter when there is one."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    base, adapter = split_state(state if state is not None else model.state_dict())
+    save_state_dict(base, folder, official_config)
+    if adapter:
+        save_file({k: v.detach().contiguous() for k, v in adapter.items()}, str(folder / ADAPTER_WEIGHTS))
+        (folder / ADAPTER_CONFIG).write_text(json.dumps({"hico_lora": asdict(lora or LoraSettings())}, indent=1))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def load_weights(model: HicoModel, folder: str | Path) -> None:
+    """Load a checkpoint's base weights (and adapter, if saved and injected) into a possibly LoRA'd model."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    current = model.state_dict()
+    names = {key.replace(".base_layer.", "."): key for key in current if ".lora_" not in key}
+    state = {names.get(k, k): v for k, v in load_state_dict(folder).items()}
+    adapter = (folder / ADAPTER_WEIGHTS).exists()
+    if adapter:
+        state.update(load_file(str(folder / ADAPTER_WEIGHTS)))
+    missing = [hico_to_official(k) if ".lora_" not in k else k for k in current if k not in state
+               and not k.endswith("lm_head.weight") and (adapter or ".lora_" not in k)]
+    if missing:
+        raise HicoError(f"{folder}: the checkpoint lacks {len(missing)} weights the model has, e.g. {missing[:3]}")
+    model.load_state_dict(state, strict=False)
+
+
+class HicoTrainer(Trainer):
+    """Trainer with a separate tower learning rate and official-layout checkpoints."""
+
+    def __init__(self, *args, vision_lr: float | None, official_config: dict, lora: LoraSettings | None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.vision_lr, self.official_config, self.lora = vision_lr, official_config, lora
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            args = self.args
+            groups: dict[float, list[nn.Parameter]] = {}
+            for name, parameter in self.model.named_parameters():
+                if parameter.requires_grad:
+                    tower = ".vision." in f".{name}" and self.vision_lr is not None
+                    groups.setdefault(self.vision_lr if tower else args.learning_rate, []).append(parameter)
+            self.optimizer = torch.optim.AdamW(
+                [{"params": params, "lr": lr} for lr, params in groups.items()], lr=args.learning_rate,
+                betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon, weight_decay=args.weight_decay)
+        return self.optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        folder = Path(output_dir or self.args.output_dir)
+        model = self.accelerator.unwrap_model(self.model).model
+        state = None
+        if state_dict is not None:
+            state = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        save_checkpoint(model, folder, self.official_config, self.processing_class, self.lora, state)
+        torch.save(self.args, folder / "training_args.bin")
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        load_weights(self.accelerator.unwrap_model(model or self.model).model, resume_from_checkpoint)
+
+
+class LossLog(TrainerCallback):
+    """Losses as logged, for the summary and for tests."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[int, float]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        if logs and "loss" in logs:
+            self.losses.append((state.global_step, float(logs["loss"])))
+
+
+def training_arguments(config: TrainConfig, output: str | Path, **extra) -> TrainingArguments:
+    on_gpu = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(output), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs, max_steps=config.max_steps,
+        learning_rate=config.lr, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
+        lr_scheduler_type=config.scheduler, logging_steps=config.logging_steps, save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
+        activation_checkpointing=config.gradient_checkpointing, remove_unused_columns=False,
+        dataloader_num_workers=config.workers, ddp_find_unused_parameters=True, report_to="none", **extra)
+
+
+def build_model(folder: str | Path, config: TrainConfig, official: dict) -> HicoModel:
+    model = HicoModel(HicoConfig.from_official(official, str(Path(folder) / "config.json")))
+    set_trainable(model, config.train)
+    if config.lora is not None:
+        add_lora(model, config.lora, "llm" in config.train)
+    load_weights(model, folder)
+    model.reset_buffers()
+    return model

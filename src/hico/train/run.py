@@ -1,0 +1,85 @@
+"""`hico train`: one stage of training from a checkpoint folder and a data file, into an output folder.
+
+    train("ckpt/", "stage3.yaml", "out/", load_stage(3, {"max_steps": 100}))
+
+Launch on several processes or machines with torchrun or `accelerate launch` (see the README); everything
+distributed (DDP, FSDP, DeepSpeed ZeRO) is the Trainer's. `resume=True` continues from the output folder's
+last checkpoint: weights, optimizer, scheduler, RNG and data position.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hico.errors import OptionError
+from hico.train.stages import TrainConfig, high_res_config
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    losses: list[tuple[int, float]]  # (step, logged loss)
+    skips: object  # SkipReport
+    steps: int
+
+
+def load_samples(data: str | Path, seed: int = 0):
+    from hico.train.data import load_conversations, load_mixture
+
+    path = Path(data)
+    if path.suffix in (".yaml", ".yml"):
+        return load_mixture(path, seed)
+    return load_conversations(path)
+
+
+def train(model_path: str | Path, data: str | Path, output: str | Path, config: TrainConfig, *,
+          resume: bool = False, progress: bool = True, **trainer_args) -> TrainResult:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hico.api import _tokenizer
+    from hico.checkpoint import HicoConfig
+    from hico.compress import DropSchedule
+    from hico.train.dataset import ConversationDataset, collate, prepare
+    from hico.train.engine import HicoTrainer, LossLog, TrainingModel, build_model, training_arguments
+
+    model_path, output = Path(model_path), Path(output)
+    if not (model_path / "config.json").is_file():
+        raise OptionError(f"{model_path}: no config.json; pass a checkpoint folder in the official layout")
+    if (output / "model.safetensors").exists():
+        raise OptionError(f"{output} holds a finished run; choose a new --output")
+    last = get_last_checkpoint(str(output)) if output.is_dir() else None
+    if last and not resume:
+        raise OptionError(f"{output} holds checkpoints of an earlier run ({Path(last).name}); pass --resume to "
+                          "continue it or choose a new --output")
+    if resume and not last:
+        raise OptionError(f"{output}: no checkpoint to resume from")
+    official = json.loads((model_path / "config.json").read_text())
+    if config.high_res:
+        official = high_res_config(official)
+    hico_config = HicoConfig.from_official(official, str(model_path / "config.json"))
+    schedule = DropSchedule()
+    if config.dropout:
+        schedule = hico_config.dropout_schedule
+        if not schedule.enabled:
+            raise OptionError(f"{model_path}/config.json sets no in-LLM dropout (llm_compress_layer_list); "
+                              "set one to train with dropout")
+    tokenizer = _tokenizer(model_path)
+    if tokenizer is None:
+        raise OptionError(f"{model_path}: no tokenizer files; training needs them")
+    samples, report = prepare(load_samples(data, config.seed), tokenizer, config, progress)
+    print(f"data: {report.summary()}", flush=True)
+    model = build_model(model_path, config, official)
+    dataset = ConversationDataset(samples, tokenizer, config, hico_config.vision.image_size, report)
+    losses = LossLog()
+    trainer = HicoTrainer(model=TrainingModel(model, schedule),
+                          args=training_arguments(config, output, disable_tqdm=not progress, **trainer_args),
+                          train_dataset=dataset, data_collator=collate, processing_class=tokenizer,
+                          callbacks=[losses], vision_lr=config.vision_lr, official_config=official, lora=config.lora)
+    state = trainer.train(resume_from_checkpoint=last if resume else None)
+    trainer.save_model(str(output))
+    if trainer.is_world_process_zero():
+        report.save(output / "skips.json")
+        print(f"data: {report.summary()}; {len(report.failed_in_training)} failed while training", flush=True)
+    return TrainResult(output, losses.losses, report, state.global_step)
