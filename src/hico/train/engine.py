@@ -182,7 +182,8 @@ def training_arguments(config: TrainConfig, output: str | Path, **extra) -> Trai
         save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed,
         bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
         activation_checkpointing=config.gradient_checkpointing, remove_unused_columns=False,
-        dataloader_num_workers=config.workers, ddp_find_unused_parameters=True, report_to="none", **extra)
+        dataloader_num_workers=config.workers, ddp_find_unused_parameters=True, report_to="none",
+        deepspeed=config.deepspeed, fsdp=config.fsdp or None, fsdp_config=config.fsdp_config, **extra)
 
 
 def build_model(folder: str | Path, config: TrainConfig, official: dict) -> HicoModel:

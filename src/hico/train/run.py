@@ -10,6 +10,7 @@ last checkpoint: weights, optimizer, scheduler, RNG and data position.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def load_samples(data: str | Path, seed: int = 0):
 
 
 def train(model_path: str | Path, data: str | Path, output: str | Path, config: TrainConfig, *,
-          resume: bool = False, progress: bool = True, **trainer_args) -> TrainResult:
+          resume: bool = False, progress: bool = True, callbacks: list | None = None,
+          **trainer_args) -> TrainResult:
     from transformers.trainer_utils import get_last_checkpoint
 
     from hico.api import _tokenizer
@@ -68,15 +70,17 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
     tokenizer = _tokenizer(model_path)
     if tokenizer is None:
         raise OptionError(f"{model_path}: no tokenizer files; training needs them")
-    samples, report = prepare(load_samples(data, config.seed), tokenizer, config, progress)
-    print(f"data: {report.summary()}", flush=True)
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate set RANK; one process reports
+    samples, report = prepare(load_samples(data, config.seed), tokenizer, config, progress and main)
+    if main:
+        print(f"data: {report.summary()}", flush=True)
     model = build_model(model_path, config, official)
     dataset = ConversationDataset(samples, tokenizer, config, hico_config.vision.image_size, report)
     losses = LossLog()
     trainer = HicoTrainer(model=TrainingModel(model, schedule),
                           args=training_arguments(config, output, disable_tqdm=not progress, **trainer_args),
                           train_dataset=dataset, data_collator=collate, processing_class=tokenizer,
-                          callbacks=[losses], vision_lr=config.vision_lr, official_config=official, lora=config.lora)
+                          callbacks=[losses, *(callbacks or [])], vision_lr=config.vision_lr, official_config=official, lora=config.lora)
     state = trainer.train(resume_from_checkpoint=last if resume else None)
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():

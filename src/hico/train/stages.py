@@ -56,6 +56,9 @@ class TrainConfig:
     logging_steps: int = 10
     seed: int = 0
     workers: int = 0  # DataLoader worker processes
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero1.json is the official one)
+    fsdp: str = ""  # FSDP mode for Trainer, e.g. "full_shard auto_wrap"
+    fsdp_config: str | None = None  # e.g. configs/fsdp.json (wraps Qwen2 decoder layers)
 
     def __post_init__(self) -> None:
         if not self.train or set(self.train) - set(PARTS):
@@ -81,7 +84,7 @@ def load_stage(stage: int | str | Path, overrides: dict | None = None) -> TrainC
     """A stage preset (1-4, or a YAML file of the same fields) with `overrides` applied."""
     import yaml
 
-    path = PRESETS / f"stage{stage}.yaml" if str(stage) in ("1", "2", "3", "4") else Path(stage)
+    path = PRESETS / f"stage{stage}.yaml" if str(stage) in ("1", "2", "3", "4") else Path(str(stage))
     if not path.is_file():
         raise OptionError(f"unknown stage {stage!r}: use 1, 2, 3, 4 or a YAML file of training settings")
     try:
@@ -93,6 +96,7 @@ def load_stage(stage: int | str | Path, overrides: dict | None = None) -> TrainC
     unknown = sorted(set(values) - known)
     if unknown:
         raise OptionError(f"unknown training settings {unknown}; known: {', '.join(sorted(known))}")
+    values = {k: _number(v) for k, v in values.items()}
     values["train"] = tuple(values.get("train", ()))
     lora = values.get("lora")
     if lora is not None and not isinstance(lora, LoraSettings):
@@ -118,7 +122,7 @@ def parse_overrides(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise OptionError(f"--set takes key=value, got {item!r}")
-        value = yaml.safe_load(raw) if raw else None
+        value = _number(yaml.safe_load(raw)) if raw else None
         if "." in key:
             head, sub = key.split(".", 1)
             nested = result.setdefault(head, {})
@@ -128,6 +132,16 @@ def parse_overrides(items: list[str]) -> dict:
         else:
             result[key] = value
     return result
+
+
+def _number(value):
+    """YAML 1.1 reads '2e-5' as a string; take it as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def high_res_config(official: dict) -> dict:

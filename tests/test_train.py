@@ -1,0 +1,193 @@
+"""Training on CPU with a tiny model and generated videos: the loss falls on a learnable task and the saved
+checkpoint answers; resume equals an uninterrupted run; LoRA merges exactly; 2 processes (gloo) work;
+skipped samples are counted; stage presets and overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+import hico
+from hico import synth
+from hico.compress import DropSchedule
+from hico.errors import OptionError
+from hico.tiny import write_random_checkpoint
+from hico.train.dataset import ConversationDataset, TrainingDataError, collate, prepare
+from hico.train.data import load_conversations
+from hico.train.engine import TrainingModel, build_model
+from hico.train.run import train
+from hico.train.stages import load_stage, parse_overrides
+from hico.video import SamplingOptions
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230), "yellow": (240, 220, 40)}
+QUESTION = "What colour is the video?"
+FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "warmup_ratio": 0.0,
+        "logging_steps": 4, "save_steps": 1000, "lr": 2e-3, "vision_lr": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> Path:
+    """16 two-second videos of one solid colour each; the answer is the colour's name."""
+    root = tmp_path_factory.mktemp("train")
+    records = []
+    for i in range(16):
+        name = list(COLOURS)[i % 4]
+        rgb = np.array(COLOURS[name], dtype=np.uint8)
+        synth.write_video(root / f"{i}.mp4", 8, fps=4, width=64, height=64,
+                          frame_fn=lambda k, rgb=rgb: np.broadcast_to(rgb, (64, 64, 3)).copy())
+        records.append({"video": f"{i}.mp4", "conversations": [{"from": "human", "value": f"<image>\n{QUESTION}"},
+                                                                {"from": "gpt", "value": name}]})
+    (root / "data.json").write_text(json.dumps(records))
+    write_random_checkpoint(root / "tiny", seed=0)
+    return root
+
+
+def _config(**overrides):
+    return load_stage(2, {**FAST, **overrides})
+
+
+def test_loss_falls_and_the_checkpoint_answers(task, tmp_path) -> None:
+    result = train(task / "tiny", task / "data.json", tmp_path / "out", _config(max_steps=28), progress=False)
+    losses = [loss for _, loss in result.losses]
+    assert result.steps == 28 and losses[-1] < 0.3 * losses[0]
+    model = hico.load(tmp_path / "out")  # official layout: config.json + model.safetensors + tokenizer
+    sampling = SamplingOptions(policy="dynamic_fps1", max_num_frames=8, min_num_frames=4, local_num_frames=4)
+    answers = [model.chat(task / f"{i}.mp4", QUESTION, sampling) for i in range(4)]
+    assert answers == list(COLOURS)
+    assert json.loads((tmp_path / "out" / "skips.json").read_text())["total"] == 16
+
+
+class _Interrupt(TrainerCallback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            control.should_training_stop = True
+
+
+def test_resume_continues_as_if_never_stopped(task, tmp_path) -> None:
+    config = _config(max_steps=6, save_steps=3)
+    train(task / "tiny", task / "data.json", tmp_path / "whole", config, progress=False)
+    stopped = tmp_path / "stopped"
+    train(task / "tiny", task / "data.json", stopped, config, progress=False, callbacks=[_Interrupt(3)])
+    for name in ("model.safetensors", "config.json"):  # a crash would not have written the final model
+        (stopped / name).unlink()
+    with pytest.raises(OptionError, match="pass --resume"):
+        train(task / "tiny", task / "data.json", stopped, config, progress=False)
+    result = train(task / "tiny", task / "data.json", stopped, config, resume=True, progress=False)
+    assert result.steps == 6 and [s for s, _ in result.losses] == [4]  # steps 4-6 only: logging every 4
+    whole, resumed = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5)
+
+
+def test_lora_merge_gives_the_adapter_model_logits(task, tmp_path) -> None:
+    config = _config(max_steps=4, train=["projector", "llm"], lora={"rank": 4, "alpha": 8, "dropout": 0.0})
+    train(task / "tiny", task / "data.json", tmp_path / "lora", config, progress=False)
+    assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    result = subprocess.run([sys.executable, "-m", "hico.cli", "merge-lora", str(tmp_path / "lora"), "--out",
+                             str(tmp_path / "merged")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    official = json.loads((task / "tiny" / "config.json").read_text())
+    adapter_model = build_model(tmp_path / "lora", config, official).eval()  # LoRA layers kept, not merged
+    assert any(".lora_A." in k for k in adapter_model.state_dict())
+    merged, base = hico.load(tmp_path / "merged").model, hico.load(task / "tiny").model
+    ids = torch.tensor([[1, 40, 41, 42, 2, 1, 43]])
+    with torch.no_grad():
+        expected = adapter_model.llm(input_ids=ids).logits
+        torch.testing.assert_close(merged.llm(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
+        assert (base.llm(input_ids=ids).logits - expected).abs().max() > 1e-3  # the adapter did change something
+    assert not any("lora" in k for k in load_file(str(tmp_path / "merged" / "model.safetensors")))
+
+
+def test_two_processes_with_torchrun_gloo(task, tmp_path) -> None:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "hico.cli", "train",
+               "--stage", "2", "--data", str(task / "data.json"), "--model", str(task / "tiny"),
+               "--output", str(tmp_path / "ddp"), "--set", "max_steps=2", "--set", "batch_size=2",
+               "--set", "grad_accum=1", "--set", "max_frames=8", "--set", "logging_steps=1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "trained 2 steps" in result.stdout, result.stdout[-2000:]
+    assert hico.load(tmp_path / "ddp").tokenizer is not None
+    # 2 processes x batch 2 x 2 steps = 8 of the 16 samples: half an epoch (the data is sharded, not repeated)
+    logs = [line for line in result.stdout.splitlines() if "'epoch'" in line]
+    assert logs and "'epoch': '0.5'" in logs[-1], result.stdout[-2000:]
+
+
+def test_dropout_path_with_nothing_dropped_equals_the_stock_path(task) -> None:
+    config = _config()
+    samples, _ = prepare(load_conversations(task / "data.json")[:2], hico.load(task / "tiny").tokenizer, config,
+                         progress=False)
+    model = hico.load(task / "tiny")
+    dataset = ConversationDataset(samples, model.tokenizer, config, model.model.config.vision.image_size)
+    batch = collate([dataset[0], dataset[1]])
+    stock = TrainingModel(model.model)(**batch)["loss"]
+    keep_all = TrainingModel(model.model, DropSchedule("uniform", (1,), (1.0, 1.0)))(**batch)["loss"]
+    torch.testing.assert_close(keep_all, stock, rtol=1e-5, atol=1e-5)
+    dropping = TrainingModel(model.model, DropSchedule("uniform0_attention", (1, 2), (1.0, 0.5, 0.25)))
+    loss = dropping(**batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.model.projector.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_skipped_samples_are_counted(task, tmp_path) -> None:
+    records = json.loads((task / "data.json").read_text())[:4]
+    records.append({"video": "missing.mp4", "conversations": records[0]["conversations"]})
+    long_answer = " ".join(["red"] * 400)
+    records.append({"conversations": [{"from": "human", "value": "Say red."}, {"from": "gpt", "value": long_answer}]})
+    (task / "skips.json").write_text(json.dumps(records))
+    tokenizer = hico.load(task / "tiny").tokenizer
+    samples = load_conversations(task / "skips.json")
+    kept, report = prepare(samples, tokenizer, _config(max_length=300, max_skip_share=0.2), progress=False)
+    assert len(kept) == 4 and report.too_long == ["skips.json#5"]
+    assert [s for s, _ in report.unreadable] == ["skips.json#4"] and "missing.mp4" in report.unreadable[0][1]
+    with pytest.raises(TrainingDataError, match="1 of 6 samples have unreadable media"):
+        prepare(samples, tokenizer, _config(max_length=300, max_skip_share=0.1), progress=False)
+
+
+def test_stage_presets_and_overrides() -> None:
+    one, four = load_stage(1), load_stage(4)
+    assert one.train == ("projector",) and one.lr == 1e-3 and one.template == "plain" and one.max_frames == 4
+    assert four.train == ("vision", "projector") and four.high_res and four.vision_lr == 2e-6
+    assert load_stage(3).min_frames == 64 and load_stage(3).max_frames == 512
+    overrides = parse_overrides(["lr=2e-5", "lora.rank=8", "train=[projector, llm]"])
+    assert overrides == {"lr": 2e-5, "lora": {"rank": 8}, "train": ["projector", "llm"]}
+    config = load_stage(3, overrides)
+    assert config.lr == 2e-5 and config.lora.rank == 8 and config.train == ("projector", "llm")
+    with pytest.raises(OptionError, match="unknown training settings \\['learning_rate'\\]"):
+        load_stage(2, {"learning_rate": 1})
+    with pytest.raises(OptionError, match="unknown stage"):
+        load_stage(7)
+    with pytest.raises(OptionError, match="min_frames <= max_frames"):
+        load_stage(2, {"min_frames": 16})
+
+
+def test_train_cli_errors_are_one_line(task, tmp_path) -> None:
+    result = subprocess.run([sys.executable, "-m", "hico.cli", "train", "--stage", "7", "--data",
+                             str(task / "data.json"), "--model", str(task / "tiny"), "--output", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unknown stage" in result.stderr
+
+
+def test_stage_four_trains_the_tower_at_double_resolution_and_freezes_the_llm(task, tmp_path) -> None:
+    config = load_stage(4, {**FAST, "max_steps": 2, "min_frames": 4, "max_frames": 8})
+    train(task / "tiny", task / "data.json", tmp_path / "hd", config, progress=False)
+    saved = json.loads((tmp_path / "hd" / "config.json").read_text())
+    assert saved["mm_vision_tower"] == "umt-hd-large" and saved["vision_config"]["image_size"] == 128
+    before, after = hico.load(task / "tiny").model.state_dict(), hico.load(tmp_path / "hd").model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("llm."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("projector."))
