@@ -182,6 +182,14 @@ def test_train_cli_errors_are_one_line(task, tmp_path) -> None:
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "unknown stage" in result.stderr
 
 
+def test_stage_one_trains_only_the_projector(task, tmp_path) -> None:
+    config = load_stage(1, {**FAST, "max_steps": 2, "lr": 1e-3})
+    train(task / "tiny", task / "data.json", tmp_path / "s1", config, progress=False)
+    before, after = hico.load(task / "tiny").model.state_dict(), hico.load(tmp_path / "s1").model.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"projector"}
+
+
 def test_stage_four_trains_the_tower_at_double_resolution_and_freezes_the_llm(task, tmp_path) -> None:
     config = load_stage(4, {**FAST, "max_steps": 2, "min_frames": 4, "max_frames": 8})
     train(task / "tiny", task / "data.json", tmp_path / "hd", config, progress=False)
@@ -191,3 +199,21 @@ def test_stage_four_trains_the_tower_at_double_resolution_and_freezes_the_llm(ta
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("llm."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("projector."))
+
+
+def test_image_and_text_only_samples(task, tmp_path) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), COLOURS["blue"]).save(tmp_path / "blue.png")
+    records = [{"image": "blue.png", "conversations": [{"from": "human", "value": f"<image>\n{QUESTION}"},
+                                                        {"from": "gpt", "value": "blue"}]},
+               {"conversations": [{"from": "human", "value": "Say red."}, {"from": "gpt", "value": "red"}]}]
+    (tmp_path / "mixed.json").write_text(json.dumps(records))
+    model = hico.load(task / "tiny")
+    samples, _ = prepare(load_conversations(tmp_path / "mixed.json"), model.tokenizer, _config(), progress=False)
+    dataset = ConversationDataset(samples, model.tokenizer, _config(), model.model.config.vision.image_size)
+    image, text = dataset[0], dataset[1]
+    assert image["clips"].shape == (1, 4, 3, 64, 64) and torch.equal(image["clips"][0, 0], image["clips"][0, 3])
+    assert text["clips"] is None
+    loss = TrainingModel(model.model)(**collate([image, text]))["loss"]
+    assert torch.isfinite(loss) and loss > 0
