@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -28,8 +27,7 @@ from hico.train.run import train
 from hico.train.stages import load_stage, parse_overrides
 from hico.video import SamplingOptions
 
-COLOURS = {"red": (230, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230), "yellow": (240, 220, 40)}
-QUESTION = "What colour is the video?"
+COLOURS, QUESTION = synth.COLOURS, synth.COLOUR_QUESTION
 FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "warmup_ratio": 0.0,
         "logging_steps": 4, "save_steps": 1000, "lr": 2e-3, "vision_lr": 1e-3}
 
@@ -38,15 +36,7 @@ FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "war
 def task(tmp_path_factory) -> Path:
     """16 two-second videos of one solid colour each; the answer is the colour's name."""
     root = tmp_path_factory.mktemp("train")
-    records = []
-    for i in range(16):
-        name = list(COLOURS)[i % 4]
-        rgb = np.array(COLOURS[name], dtype=np.uint8)
-        synth.write_video(root / f"{i}.mp4", 8, fps=4, width=64, height=64,
-                          frame_fn=lambda k, rgb=rgb: np.broadcast_to(rgb, (64, 64, 3)).copy())
-        records.append({"video": f"{i}.mp4", "conversations": [{"from": "human", "value": f"<image>\n{QUESTION}"},
-                                                                {"from": "gpt", "value": name}]})
-    (root / "data.json").write_text(json.dumps(records))
+    synth.write_colour_task(root)
     write_random_checkpoint(root / "tiny", seed=0)
     return root
 

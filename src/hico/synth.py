@@ -162,3 +162,29 @@ def write_frame_folder(folder: str | Path, num_frames: int, *, width: int = 120,
 def sample_video(path: str | Path, seconds: float = 90.0, fps: float = 10.0) -> Path:
     """The demo clip: 640x360, `seconds` long, H.264."""
     return write_video(path, math.ceil(seconds * fps), fps=fps, width=640, height=360, gop=50, progress=True)
+
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 230), "yellow": (240, 220, 40)}
+COLOUR_QUESTION = "What colour is the video?"
+
+
+def write_colour_task(folder: str | Path, count: int = 16, size: int = 64) -> Path:
+    """A learnable training task: `count` two-second videos of one solid colour, each asked its colour.
+
+    Writes `folder/{i}.mp4` and `folder/data.json` (LLaVA-style conversations); returns the JSON path.
+    """
+    import json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(COLOURS)
+    records = []
+    for i in range(count):
+        rgb = np.array(COLOURS[names[i % len(names)]], dtype=np.uint8)
+        write_video(folder / f"{i}.mp4", 8, fps=4, width=size, height=size,
+                    frame_fn=lambda _, rgb=rgb: np.broadcast_to(rgb, (size, size, 3)).copy())
+        records.append({"video": f"{i}.mp4", "conversations": [
+            {"from": "human", "value": f"<image>\n{COLOUR_QUESTION}"},
+            {"from": "gpt", "value": names[i % len(names)]}]})
+    (folder / "data.json").write_text(json.dumps(records))
+    return folder / "data.json"
