@@ -346,6 +346,15 @@ def cmd_merge_lora(args: argparse.Namespace) -> None:
     print(f"wrote {merge_checkpoint(args.checkpoint, args.out)}")
 
 
+def cmd_synth_qa(args: argparse.Namespace) -> None:
+    from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, TaskOptions, write_task_set
+
+    options = TaskOptions(videos=args.videos, min_frames=args.min_frames, max_frames=args.max_frames,
+                          size=args.size, photos=HELDOUT_PHOTOS if args.heldout else TRAIN_PHOTOS, seed=args.seed,
+                          haystacks=tuple(args.haystacks.split(",")), kinds=tuple(args.kinds.split(",")))
+    print(f"wrote {write_task_set(args.out, options)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hico", description="Long-video understanding with hierarchical token compression.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -387,6 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seconds", type=float, default=90.0)
     sample.set_defaults(func=cmd_sample_video)
     _niah_parser(sub)
+
+    qa = sub.add_parser("synth-qa", help="write seeded synthetic training videos with 4-option questions")
+    qa.add_argument("out", help="folder for videos/ and data.json (LLaVA-style, read by hico train)")
+    qa.add_argument("--videos", type=int, default=100)
+    qa.add_argument("--min-frames", type=int, default=16, help="frames per video at 1 fps, multiples of 4")
+    qa.add_argument("--max-frames", type=int, default=128)
+    qa.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    qa.add_argument("--kinds", default="needle,attribute,count,order")
+    qa.add_argument("--haystacks", default="motion,photo", help="motion, photo (scikit-image sample photos)")
+    qa.add_argument("--heldout", action="store_true", help="use the held-out photos (evaluation sets)")
+    qa.add_argument("--seed", type=int, default=0)
+    qa.set_defaults(func=cmd_synth_qa)
 
     train = sub.add_parser("train", help="train one stage (1-4) from a checkpoint on conversation data")
     train.add_argument("--stage", required=True, help="1, 2, 3, 4, or a YAML file of training settings")

@@ -1,0 +1,227 @@
+"""Seeded synthetic video QA for training and testing small HiCo models (no dataset can be downloaded here).
+
+A video is a haystack at 1 fps, procedural motion (soft blobs drifting over a gradient) or a slow pan across a
+natural photograph (the sample images that scikit-image ships), with events: a needle picture
+(`hico.niah.synthetic.draw_picture`: a coloured shape with a digit or letter on a patterned background)
+filling one whole 4-frame clip. Questions, 4 options each, answered with the option letter:
+
+- `needle`: one event; "Find the frame of <caption>. <question about the attribute the caption leaves out>"
+  (the NIAH single-hop format, so training and `hico niah` ask alike);
+- `attribute`: the same question with 1-2 other events present, so the caption must be matched;
+- `count`: "How many times does a <shape> appear in the video?" (1-4 events of that shape among others);
+- `order`: "Which shape appears first?" (two events of different shapes).
+
+`write_task_set` writes the videos and a LLaVA-style `data.json` that `hico train` reads. Photos are split:
+`TRAIN_PHOTOS` for training sets, `HELDOUT_PHOTOS` for evaluation haystacks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from hico.errors import OptionError
+from hico.niah.synthetic import ATTRIBUTES, BACKGROUNDS, COLOURS, QUESTIONS, SHAPES, SYMBOLS, PictureSpec, draw_picture
+
+CLIP = 4
+KINDS = ("needle", "attribute", "count", "order")
+HAYSTACKS = ("motion", "photo")
+TRAIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
+                "brick", "grass")
+HELDOUT_PHOTOS = ("ihc", "gravel", "logo", "color", "camera", "moon")
+LETTERS = "ABCD"
+TAIL = "\nOnly give the best option. Best option: ("
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    videos: int = 100
+    min_frames: int = 16  # frames per video (1 fps), multiples of 4
+    max_frames: int = 128
+    size: int = 64  # frame side in pixels
+    kinds: tuple[str, ...] = KINDS
+    haystacks: tuple[str, ...] = HAYSTACKS
+    photos: tuple[str, ...] = TRAIN_PHOTOS
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.videos < 1:
+            raise OptionError(f"videos must be at least 1, got {self.videos}")
+        if not CLIP * 2 <= self.min_frames <= self.max_frames or self.min_frames % CLIP or self.max_frames % CLIP:
+            raise OptionError(f"frame bounds must be multiples of {CLIP}, at least {2 * CLIP}, min <= max; got "
+                              f"{self.min_frames} and {self.max_frames}")
+        if not self.kinds or set(self.kinds) - set(KINDS):
+            raise OptionError(f"kinds are among {KINDS}, got {list(self.kinds)}")
+        if not self.haystacks or set(self.haystacks) - set(HAYSTACKS):
+            raise OptionError(f"haystacks are among {HAYSTACKS}, got {list(self.haystacks)}")
+        if self.size < 32:
+            raise OptionError(f"frame size must be at least 32 pixels, got {self.size}")
+
+
+@dataclass(frozen=True)
+class Event:
+    clip: int  # the event fills frames 4*clip .. 4*clip+3
+    spec: PictureSpec
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    frames: int
+    haystack: str  # "motion" or "photo:<name>"
+    events: tuple[Event, ...]
+    question: str
+    answer: str  # option letter
+    kind: str
+
+
+def photo_path(name: str) -> Path:
+    """A sample photograph shipped inside scikit-image (read as a file; scikit-image is not imported)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise OptionError("photo haystacks need scikit-image (pip install scikit-image); or use haystacks=motion")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    for suffix in (".png", ".jpg"):
+        if (folder / f"{name}{suffix}").exists():
+            return folder / f"{name}{suffix}"
+    raise OptionError(f"scikit-image ships no sample photo named {name!r} in {folder}")
+
+
+def haystack_frames(kind: str, frames: int, size: int, rng: random.Random) -> np.ndarray:
+    """(frames, size, size, 3) uint8: drifting blobs, or a slow pan/zoom across a photo."""
+    if kind == "motion":
+        return _motion(frames, size, np.random.default_rng(rng.getrandbits(32)))
+    with Image.open(photo_path(kind.removeprefix("photo:"))) as image:
+        photo = np.asarray(image.convert("RGB"))
+    height, width = photo.shape[:2]
+    side = int(min(height, width) * rng.uniform(0.45, 0.8))
+    start = np.array([rng.uniform(0, height - side), rng.uniform(0, width - side)])
+    stop = np.array([rng.uniform(0, height - side), rng.uniform(0, width - side)])
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for i in range(frames):
+        top, left = (start + (stop - start) * i / max(frames - 1, 1)).astype(int)
+        crop = photo[top:top + side, left:left + side]
+        out[i] = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BILINEAR))
+    return out
+
+
+def _motion(frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="ij"), -1).astype(np.float32)
+    base = rng.uniform(40, 200, (2, 3)).astype(np.float32)
+    ramp = (grid[..., :1] / size) * base[0] + (1 - grid[..., :1] / size) * base[1]
+    blobs = rng.integers(2, 5)
+    position = rng.uniform(0, size, (blobs, 2))
+    velocity = rng.normal(0, size / 40, (blobs, 2))
+    colours = rng.uniform(0, 255, (blobs, 3)).astype(np.float32)
+    radius = rng.uniform(size / 10, size / 4, blobs)
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    for i in range(frames):
+        frame = ramp.copy()
+        for b in range(blobs):
+            centre = (position[b] + velocity[b] * i) % size
+            weight = np.exp(-((grid - centre) ** 2).sum(-1) / (2 * radius[b] ** 2))[..., None]
+            frame = frame * (1 - weight) + colours[b] * weight
+        out[i] = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
+
+
+def plan_task(rng: random.Random, options: TaskOptions) -> VideoTask:
+    frames = rng.randrange(options.min_frames, options.max_frames + 1, CLIP)
+    kind = rng.choice(options.kinds)
+    haystack = rng.choice(options.haystacks)
+    haystack = f"photo:{rng.choice(options.photos)}" if haystack == "photo" else haystack
+    clips = frames // CLIP
+    if kind in ("needle", "attribute"):
+        asked = rng.choice(ATTRIBUTES)
+        specs = _distinct_specs(rng, 1 if kind == "needle" else rng.randint(2, min(3, clips)), asked)
+        target = specs[0]
+        question, answer = _mcq(rng, f"Find the frame of {target.caption(asked)}. {QUESTIONS[asked]}",
+                                target.value(asked), _domain(asked))
+    elif kind == "count":
+        shape = rng.choice(SHAPES)
+        count = rng.randint(1, min(4, clips))
+        others = rng.randint(0, min(2, clips - count))
+        specs = [_spec(rng, shape=shape) for _ in range(count)]
+        specs += [_spec(rng, shape=rng.choice([s for s in SHAPES if s != shape])) for _ in range(others)]
+        rng.shuffle(specs)
+        question, answer = _mcq(rng, f"How many times does {_a(shape)} {shape} appear in the video?", str(count),
+                                ("1", "2", "3", "4"))
+    else:
+        first, second = rng.sample(SHAPES, 2)
+        specs = [_spec(rng, shape=first), _spec(rng, shape=second)]
+        question, answer = _mcq(rng, "Which shape appears first?", first, SHAPES, must=(second,))
+    places = sorted(rng.sample(range(clips), len(specs)))
+    events = tuple(Event(clip, spec) for clip, spec in zip(places, specs))
+    return VideoTask(frames, haystack, events, question, answer, kind)
+
+
+def _spec(rng: random.Random, **fixed: str) -> PictureSpec:
+    values = {"background": rng.choice(BACKGROUNDS), "shape": rng.choice(SHAPES), "colour": rng.choice(list(COLOURS)),
+              "symbol": rng.choice(SYMBOLS)}
+    return PictureSpec(**{**values, **fixed})
+
+
+def _distinct_specs(rng: random.Random, count: int, asked: str) -> list[PictureSpec]:
+    """Pictures whose captions (leaving out `asked`) each describe only their own picture."""
+    specs: list[PictureSpec] = []
+    while len(specs) < count:
+        spec = _spec(rng)
+        if not any(spec.fits(other, asked) or other.fits(spec, asked) or spec.value(asked) == other.value(asked)
+                   for other in specs):
+            specs.append(spec)
+    return specs
+
+
+def _domain(asked: str) -> tuple[str, ...]:
+    return {"colour": tuple(COLOURS), "shape": SHAPES, "symbol": SYMBOLS}[asked]
+
+
+def _mcq(rng: random.Random, stem: str, right: str, domain: tuple[str, ...], must: tuple[str, ...] = ()) -> tuple[str, str]:
+    wrong = list(must) + rng.sample([v for v in domain if v != right and v not in must], 3 - len(must))
+    options = [right, *wrong]
+    rng.shuffle(options)
+    lines = "\n".join(f"({letter}) {value}" for letter, value in zip(LETTERS, options))
+    return f"{stem}\nOptions: {lines}{TAIL}", LETTERS[options.index(right)]
+
+
+def _a(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def render(task: VideoTask, size: int, rng: random.Random) -> np.ndarray:
+    """The task's frames: the haystack with each event's picture over its whole clip."""
+    frames = haystack_frames(task.haystack, task.frames, size, rng)
+    for event in task.events:
+        frames[event.clip * CLIP:(event.clip + 1) * CLIP] = np.asarray(draw_picture(event.spec, size))
+    return frames
+
+
+def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progress: bool = True) -> Path:
+    """Write `out/videos/*.mp4` and `out/data.json`; refuses a folder that already holds a data.json."""
+    from hico.synth import write_video
+
+    out = Path(out)
+    if (out / "data.json").exists():
+        raise OptionError(f"{out / 'data.json'} exists; choose a new folder (nothing was written)")
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(options.seed)
+    records = []
+    for i in tqdm(range(options.videos), desc="videos written", unit="video", disable=not progress):
+        task = plan_task(rng, options)
+        frames = render(task, options.size, rng)
+        name = f"videos/{i:05d}.mp4"
+        write_video(out / name, task.frames, fps=1.0, width=options.size, height=options.size, gop=CLIP * 4,
+                    frame_fn=lambda k, frames=frames: frames[k])
+        records.append({"id": i, "video": name, "kind": task.kind, "haystack": task.haystack,
+                        "events": [{"frame": e.clip * CLIP, "picture": e.spec.caption("symbol") + f", {e.spec.symbol}"}
+                                   for e in task.events],
+                        "conversations": [{"from": "human", "value": f"<image>\n{task.question}"},
+                                          {"from": "gpt", "value": task.answer}]})
+    (out / "data.json").write_text(json.dumps(records, indent=1))
+    return out / "data.json"
