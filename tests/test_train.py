@@ -76,7 +76,8 @@ def test_resume_continues_as_if_never_stopped(task, tmp_path) -> None:
         train(task / "tiny", task / "data.json", stopped, config, progress=False)
     result = train(task / "tiny", task / "data.json", stopped, config, resume=True, progress=False)
     assert result.steps == 6 and [s for s, _ in result.losses] == [4]  # steps 4-6 only: logging every 4
-    whole, resumed = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(stopped / "model.safetensors"))
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    resumed = load_file(str(stopped / "model.safetensors"))
     assert whole.keys() == resumed.keys()
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5)

@@ -25,7 +25,7 @@ from hico.generate import GenerationOptions, generate
 from hico.memory import VideoMemory, file_digest, memory_key
 from hico.model import HicoModel
 from hico.prompt import chat_prompt, tokenize
-from hico.video.preprocess import preprocess
+from hico.video.preprocess import image_clip
 from hico.video.sampling import SamplePlan, SamplingOptions
 
 if TYPE_CHECKING:
@@ -88,9 +88,8 @@ class Hico:
     @torch.inference_mode()
     def encode_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(n, 64, hidden): each RGB image shown as one whole clip (repeated on every frame of it)."""
-        size = self.model.config.vision.image_size
-        clips = [preprocess([image], size).expand(self.model.config.local_num_frames, -1, -1, -1) for image in images]
-        return self.model.encode_clips(torch.stack(clips))
+        size, frames = self.model.config.vision.image_size, self.model.config.local_num_frames
+        return self.model.encode_clips(torch.stack([image_clip(image, size, frames) for image in images]))
 
     @torch.inference_mode()
     def answer(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),

@@ -154,17 +154,13 @@ def _dropout(args: argparse.Namespace):
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    import torch
-
-    import hico
     from hico.generate import GenerationOptions
 
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     options = GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     dropout = _dropout(args)
     sampling = _options(args)
-    model = hico.load(args.model, dtype=dtypes[args.dtype], device=args.device)
+    model = _load_model(args)
     if dropout is not None:
         dropout.check_depth(model.model.config.llm["num_hidden_layers"])
     memory = model.encode_video(args.video, sampling, progress=True, cache_dir=args.cache, timeout=args.timeout,

@@ -43,9 +43,10 @@ class VisualSpan:
 
 @dataclass
 class Prefill:
-    logits: torch.Tensor  # (1, L', vocab) when all positions were asked, else (1, 1, vocab)
+    logits: torch.Tensor | None  # (1, L', vocab) when all positions were asked, else (1, 1, vocab); None if head=False
     cache: DynamicCache
     kept: torch.Tensor | None  # indices (into the original visual tokens) that survived every drop
+    hidden: torch.Tensor | None = None  # the final normed hidden states instead of logits, when head=False
 
 
 class HicoModel(nn.Module):
@@ -95,11 +96,12 @@ class HicoModel(nn.Module):
         return self.llm.model.layers
 
     def prefill(self, embeds: torch.Tensor, span: VisualSpan | None, schedule: DropSchedule = DropSchedule(),
-                all_logits: bool = False, query_positions: torch.Tensor | None = None) -> Prefill:
+                all_logits: bool = False, query_positions: torch.Tensor | None = None, head: bool = True) -> Prefill:
         """Run the prompt through the LLM, dropping visual tokens after the schedule's layers.
 
         `query_positions` are the tokens whose attention guides text-guided drops (default: the last one,
-        the end of the prompt); training passes the tokens before the answers.
+        the end of the prompt); training passes the tokens before the answers, and `head=False` so that it
+        applies the LM head to the answer positions only (a vocabulary-wide row per token is costly).
         """
         llm = self.llm.model
         cache = DynamicCache(config=self.llm.config)
@@ -130,6 +132,8 @@ class HicoModel(nn.Module):
             hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=cos_sin,
                            cache=cache, use_cache=True)
         hidden = llm.norm(hidden if all_logits else hidden[:, -1:])
+        if not head:
+            return Prefill(None, cache, kept, hidden)
         return Prefill(self.llm.lm_head(hidden), cache, kept)
 
     def _visual_scores(self, layer, hidden: torch.Tensor, positions: torch.Tensor, start: int, count: int,

@@ -17,6 +17,7 @@ filling one whole 4-frame clip. Questions, 4 options each, answered with the opt
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import random
@@ -28,7 +29,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from hico.errors import OptionError
-from hico.niah.synthetic import ATTRIBUTES, BACKGROUNDS, COLOURS, QUESTIONS, SHAPES, SYMBOLS, PictureSpec, draw_picture
+from hico.niah.synthetic import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, QUESTIONS, SHAPES, PictureSpec, article,
+                                 draw_picture, options_block, random_spec)
 
 CLIP = 4
 KINDS = ("needle", "attribute", "count", "order")
@@ -36,8 +38,6 @@ HAYSTACKS = ("motion", "photo")
 TRAIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
                 "brick", "grass")
 HELDOUT_PHOTOS = ("ihc", "gravel", "logo", "color", "camera", "moon")
-LETTERS = "ABCD"
-TAIL = "\nOnly give the best option. Best option: ("
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def plan_task(rng: random.Random, options: TaskOptions) -> VideoTask:
         specs = _distinct_specs(rng, 1 if kind == "needle" else rng.randint(2, min(3, clips)), asked)
         target = specs[0]
         question, answer = _mcq(rng, f"Find the frame of {target.caption(asked)}. {QUESTIONS[asked]}",
-                                target.value(asked), _domain(asked))
+                                target.value(asked), DOMAINS[asked])
     elif kind == "count":
         shape = rng.choice(SHAPES)
         count = rng.randint(1, min(4, clips))
@@ -150,7 +150,7 @@ def plan_task(rng: random.Random, options: TaskOptions) -> VideoTask:
         specs = [_spec(rng, shape=shape) for _ in range(count)]
         specs += [_spec(rng, shape=rng.choice([s for s in SHAPES if s != shape])) for _ in range(others)]
         rng.shuffle(specs)
-        question, answer = _mcq(rng, f"How many times does {_a(shape)} {shape} appear in the video?", str(count),
+        question, answer = _mcq(rng, f"How many times does {article(shape)} {shape} appear in the video?", str(count),
                                 ("1", "2", "3", "4"))
     else:
         first, second = rng.sample(SHAPES, 2)
@@ -162,9 +162,7 @@ def plan_task(rng: random.Random, options: TaskOptions) -> VideoTask:
 
 
 def _spec(rng: random.Random, **fixed: str) -> PictureSpec:
-    values = {"background": rng.choice(BACKGROUNDS), "shape": rng.choice(SHAPES), "colour": rng.choice(list(COLOURS)),
-              "symbol": rng.choice(SYMBOLS)}
-    return PictureSpec(**{**values, **fixed})
+    return dataclasses.replace(random_spec(rng), **fixed)
 
 
 def _distinct_specs(rng: random.Random, count: int, asked: str) -> list[PictureSpec]:
@@ -178,20 +176,12 @@ def _distinct_specs(rng: random.Random, count: int, asked: str) -> list[PictureS
     return specs
 
 
-def _domain(asked: str) -> tuple[str, ...]:
-    return {"colour": tuple(COLOURS), "shape": SHAPES, "symbol": SYMBOLS}[asked]
-
-
-def _mcq(rng: random.Random, stem: str, right: str, domain: tuple[str, ...], must: tuple[str, ...] = ()) -> tuple[str, str]:
-    wrong = list(must) + rng.sample([v for v in domain if v != right and v not in must], 3 - len(must))
-    options = [right, *wrong]
-    rng.shuffle(options)
-    lines = "\n".join(f"({letter}) {value}" for letter, value in zip(LETTERS, options))
-    return f"{stem}\nOptions: {lines}{TAIL}", LETTERS[options.index(right)]
-
-
-def _a(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
+def _mcq(rng: random.Random, stem: str, right: str, domain: tuple[str, ...],
+         must: tuple[str, ...] = ()) -> tuple[str, str]:
+    """The question with 4 shuffled options (`right`, every value in `must`, the rest drawn from `domain`)."""
+    wrong = [*must, *rng.sample([v for v in domain if v != right and v not in must], 3 - len(must))]
+    block, letter = options_block(rng, right, wrong)
+    return f"{stem}\n{block}{ANSWER_TAIL}", letter
 
 
 def render(task: VideoTask, size: int, rng: random.Random) -> np.ndarray:

@@ -25,13 +25,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from hico.errors import HicoError, OptionError
+from hico.errors import OptionError
 from hico.memory import file_digest
 from hico.niah.records import Needle
-from hico.video.preprocess import resize_frame
+from hico.video.preprocess import read_image, resize_frame
 from hico.video.sampling import SamplePlan, SamplingOptions, time_message
 
 CLIP = 4  # frames a needle image fills: one clip of the video encoder
@@ -159,17 +158,15 @@ def haystack_indices(step: int, unique: int, frames: int) -> list[int]:
     return [(i % unique) * step for i in range(frames)]
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise HicoError(f"{path}: cannot read the needle image ({exc}); replace or remove that record") from exc
+def haystack_plan(video, indices: Sequence[int]) -> SamplePlan:
+    """A plan that reads exactly these frame indices (the NIAH haystack, not a sampling policy)."""
+    return SamplePlan(tuple(indices), video.info.duration, time_message(video.info.duration, len(indices)),
+                      SamplingOptions.plain(num_frames=len(indices)))
 
 
 def assembled_frames(video, case: dict, step: int, unique: int, size: int) -> Iterator[np.ndarray]:
     """The case's frames in order, `size` x `size` uint8: haystack frames with the needle clips inserted."""
-    needles = [resize_frame(load_image(path), size) for path in case["images"]]
+    needles = [resize_frame(read_image(path), size) for path in case["images"]]
     pending = list(zip(case["offsets"], needles))
     for position, frame in enumerate(_haystack_frames(video, step, unique, case["frames"], size)):
         while pending and pending[0][0] == position:
@@ -183,10 +180,7 @@ def _haystack_frames(video, step: int, unique: int, frames: int, size: int) -> I
     done = 0
     while done < frames:
         count = min(unique, frames - done)
-        indices = tuple(i * step for i in range(count))
-        plan = SamplePlan(indices, video.info.duration, time_message(video.info.duration, count),
-                          SamplingOptions.plain(num_frames=count))
-        for sampled in video.frames(plan, size):
+        for sampled in video.frames(haystack_plan(video, [i * step for i in range(count)]), size):
             yield sampled.pixels
         done += count
 

@@ -46,7 +46,8 @@ def summarize(cases: list[dict], results: list[dict]) -> dict:
                  "visual_tokens": max(r["visual_tokens"] for r in rs)} for f, rs in cost.items()}
     return {"cells": cells, "average": sum(cells.values()) / len(cells) if cells else None, "multi": hops,
             "costs": costs, "answered": len(results), "total": len(cases),
-            "models": sorted({r.get("model_name", r["model"]) for r in results}), "dropouts": sorted({r["dropout"] for r in results})}
+            "models": sorted({r.get("model_name", r["model"]) for r in results}),
+            "dropouts": sorted({r["dropout"] for r in results})}
 
 
 def report(folder: str | Path, results: str | Path, out: str | Path | None = None) -> list[Path]:

@@ -26,9 +26,10 @@ from hico.api import Hico
 from hico.compress import DropSchedule
 from hico.errors import HicoError, OptionError
 from hico.memory import VideoMemory, file_digest, memory_key
-from hico.niah.build import CLIP, haystack_indices, load_benchmark, load_image
+from hico.niah.build import CLIP, haystack_indices, haystack_plan, load_benchmark
 from hico.prompt import niah_prompt, tokenize
-from hico.video.sampling import SamplePlan, SamplingOptions, time_message
+from hico.video.preprocess import read_image
+from hico.video.sampling import SamplingOptions
 
 TOKENS_PER_FRAME = 16
 DROPOUTS = ("off", "model")
@@ -123,7 +124,8 @@ def run(folder: str | Path, model: Hico, results: str | Path | None = None,
     return results
 
 
-def splice(haystack: torch.Tensor, needles: Sequence[torch.Tensor], offsets: Sequence[int], frames: int) -> torch.Tensor:
+def splice(haystack: torch.Tensor, needles: Sequence[torch.Tensor], offsets: Sequence[int],
+           frames: int) -> torch.Tensor:
     """The first `frames` frames of haystack tokens (16 a frame, repeated from the start when too short) with
     each needle's 64 tokens inserted before haystack frame `offsets[k]`."""
     per_clip = TOKENS_PER_FRAME * CLIP
@@ -176,8 +178,7 @@ def _haystack_tokens(folder: Path, settings: dict, model: Hico, progress: bool) 
         return VideoMemory.load(cached).tokens
     indices = tuple(haystack_indices(hay["step"], hay["unique_frames"], count))
     with Video(path) as video:
-        plan = SamplePlan(indices, video.info.duration, time_message(video.info.duration, count),
-                          SamplingOptions.plain(num_frames=count))
+        plan = haystack_plan(video, indices)
         tokens = model.encode_plan(video, plan, progress=progress)
         memory = VideoMemory(tokens=tokens, indices=list(indices), times=video.times(plan), time_msg=plan.time_msg,
                              duration=plan.duration, source=str(path), key=key)
@@ -188,7 +189,7 @@ def _haystack_tokens(folder: Path, settings: dict, model: Hico, progress: bool) 
 
 def _needle_tokens(model: Hico, path: str, cache: dict[str, torch.Tensor]) -> torch.Tensor:
     if path not in cache:
-        cache[path] = model.encode_images([load_image(path)])[0]
+        cache[path] = model.encode_images([read_image(path)])[0]
     return cache[path]
 
 

@@ -116,14 +116,14 @@ class PictureSpec:
 
     def caption(self, asked: str) -> str:
         """Describes the picture without naming `asked` (colour, shape or symbol)."""
-        ground = f"on {_article(self.background)} {self.background} background"
+        ground = f"on {article(self.background)} {self.background} background"
         kind = "digit" if self.symbol.isdigit() else "letter"
         if asked == "symbol":
-            return f"{_article(self.colour)} {self.colour} {self.shape} {ground}"
+            return f"{article(self.colour)} {self.colour} {self.shape} {ground}"
         if asked == "colour":
-            return f"{_article(self.shape)} {self.shape} with the {kind} {self.symbol} {ground}"
+            return f"{article(self.shape)} {self.shape} with the {kind} {self.symbol} {ground}"
         if asked == "shape":
-            return f"{_article(self.colour)} {self.colour} shape with the {kind} {self.symbol} {ground}"
+            return f"{article(self.colour)} {self.colour} shape with the {kind} {self.symbol} {ground}"
         raise OptionError(f"unknown attribute {asked!r}: use one of {', '.join(ATTRIBUTES)}")
 
     def fits(self, other: PictureSpec, asked: str) -> bool:
@@ -179,7 +179,7 @@ class _Catalogue:
     def fresh(self) -> tuple[PictureSpec, str, str]:
         """A new picture, the attribute its caption hides, and a new file name."""
         for _ in range(MAX_TRIES):
-            spec = _random_spec(self.rng)
+            spec = random_spec(self.rng)
             asked = self.rng.choice(ATTRIBUTES)
             if not any(spec.fits(old, asked) or old.fits(spec, old_asked) for old, old_asked in self.taken):
                 self.taken.append((spec, asked))
@@ -191,11 +191,11 @@ class _Catalogue:
         )
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _random_spec(rng: random.Random) -> PictureSpec:
+def random_spec(rng: random.Random) -> PictureSpec:
     return PictureSpec(
         background=rng.choice(BACKGROUNDS),
         shape=rng.choice(SHAPES),
@@ -204,7 +204,7 @@ def _random_spec(rng: random.Random) -> PictureSpec:
     )
 
 
-def _options(rng: random.Random, right: str, distractors: Sequence[str]) -> tuple[str, str]:
+def options_block(rng: random.Random, right: str, distractors: Sequence[str]) -> tuple[str, str]:
     """The options block and the letter of `right`, after a seeded shuffle."""
     choices = [right, *distractors]
     rng.shuffle(choices)
@@ -214,7 +214,7 @@ def _options(rng: random.Random, right: str, distractors: Sequence[str]) -> tupl
 
 def _value_options(rng: random.Random, spec: PictureSpec, asked: str) -> tuple[str, str]:
     right = spec.value(asked)
-    return _options(rng, right, rng.sample([v for v in DOMAINS[asked] if v != right], 3))
+    return options_block(rng, right, rng.sample([v for v in DOMAINS[asked] if v != right], 3))
 
 
 def _single_hop(catalogue: _Catalogue, index: int) -> SingleHop:
@@ -232,7 +232,7 @@ def _caption_distractors(catalogue: _Catalogue, chain: Sequence[Needle]) -> list
     others = [needle.caption for needle in chain[:-1]]
     picked = rng.sample(others, min(3, len(others)))
     while len(picked) < 3:
-        spec, asked = _random_spec(rng), rng.choice(ATTRIBUTES)
+        spec, asked = random_spec(rng), rng.choice(ATTRIBUTES)
         text = spec.caption(asked)
         if not spec.fits(final.spec, asked) and text not in picked:
             picked.append(text)
@@ -252,7 +252,7 @@ def _multi_hop(catalogue: _Catalogue, index: int, hops: tuple[int, ...]) -> Mult
     chain.append(Needle(f"multi/{name}.png", spec, asked))
     final = chain[-1]
     prefix = MULTI_PREFIX.format(caption=chain[0].caption)
-    block1, letter1 = _options(rng, final.caption, _caption_distractors(catalogue, chain))
+    block1, letter1 = options_block(rng, final.caption, _caption_distractors(catalogue, chain))
     block2, letter2 = _value_options(rng, final.spec, final.asked)
     images = [needle.path for needle in chain]
     rng.shuffle(images)

@@ -13,7 +13,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -21,7 +20,7 @@ from hico.errors import HicoError
 from hico.train.data import Sample
 from hico.train.labels import encode_sample
 from hico.train.stages import TrainConfig
-from hico.video.preprocess import preprocess
+from hico.video.preprocess import image_clip, read_image
 from hico.video.sampling import SamplingOptions
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,8 @@ def sampling_options(config: TrainConfig, sample: Sample) -> SamplingOptions:
                            local_num_frames=CLIP_FRAMES, start=sample.start, end=sample.end)
 
 
-def prepare(samples: list[Sample], tokenizer, config: TrainConfig, progress: bool = True) -> tuple[list[Sample], SkipReport]:
+def prepare(samples: list[Sample], tokenizer, config: TrainConfig,
+            progress: bool = True) -> tuple[list[Sample], SkipReport]:
     """The usable samples and what was skipped; raises TrainingDataError above the unreadable threshold."""
     from hico.video.reader import Video
 
@@ -69,7 +69,7 @@ def prepare(samples: list[Sample], tokenizer, config: TrainConfig, progress: boo
                     plan = video.plan(sampling_options(config, sample))
                 visual, time_msg = -(-plan.num_frames // CLIP_FRAMES) * TOKENS_PER_CLIP, plan.time_msg
             elif sample.image:
-                _read_image(sample.image)
+                read_image(sample.image)
                 visual = TOKENS_PER_CLIP
         except HicoError as exc:
             report.unreadable.append((sample.source, str(exc)))
@@ -87,16 +87,6 @@ def prepare(samples: list[Sample], tokenizer, config: TrainConfig, progress: boo
     if not kept:
         raise TrainingDataError(f"no usable training sample: {report.summary()}")
     return kept, report
-
-
-def _read_image(path: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise HicoError(f"{path}: cannot read the image ({exc})") from exc
 
 
 class ConversationDataset(torch.utils.data.Dataset):
@@ -130,8 +120,7 @@ class ConversationDataset(torch.utils.data.Dataset):
                 clips = torch.stack([c.pixels for c in video.clips(plan, self.image_size, CLIP_FRAMES)])
             time_msg = plan.time_msg
         elif sample.image:
-            frame = preprocess([_read_image(sample.image)], self.image_size)
-            clips = frame.expand(CLIP_FRAMES, -1, -1, -1)[None].contiguous()
+            clips = image_clip(read_image(sample.image), self.image_size, CLIP_FRAMES)[None]
         encoded = encode_sample(sample, self.tokenizer, self.config.template, time_msg,
                                 0 if clips is None else clips.shape[0] * TOKENS_PER_CLIP, self.config.max_length)
         if encoded is None:

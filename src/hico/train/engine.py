@@ -60,17 +60,15 @@ class TrainingModel(nn.Module):
         embeds, span = self.model.embed(ids, visual)
         labels = expand_labels(targets.to(embeds.device), span)
         if span is not None and self.schedule.enabled:
-            prefill = self.model.prefill(embeds, span, self.schedule, all_logits=True,
+            prefill = self.model.prefill(embeds, span, self.schedule, all_logits=True, head=False,
                                          query_positions=answer_queries(labels))
-            logits = prefill.logits[0]
+            hidden = prefill.hidden[0]
             labels = torch.cat([labels[: span.start], labels.new_full((len(prefill.kept),), IGNORE_INDEX),
                                 labels[span.start + span.count:]])
-            chosen = labels[1:] != IGNORE_INDEX
-            picked = logits[:-1][chosen]
         else:
             hidden = self.model.llm.model(inputs_embeds=embeds, use_cache=False).last_hidden_state[0]
-            chosen = labels[1:] != IGNORE_INDEX
-            picked = self.model.llm.lm_head(hidden[:-1][chosen])
+        chosen = labels[1:] != IGNORE_INDEX
+        picked = self.model.llm.lm_head(hidden[:-1][chosen])
         loss = F.cross_entropy(picked.float(), labels[1:][chosen], reduction="sum")
         return loss, int(chosen.sum())
 

@@ -80,7 +80,8 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
     trainer = HicoTrainer(model=TrainingModel(model, schedule),
                           args=training_arguments(config, output, disable_tqdm=not progress, **trainer_args),
                           train_dataset=dataset, data_collator=collate, processing_class=tokenizer,
-                          callbacks=[losses, *(callbacks or [])], vision_lr=config.vision_lr, official_config=official, lora=config.lora)
+                          callbacks=[losses, *(callbacks or [])], vision_lr=config.vision_lr,
+                          official_config=official, lora=config.lora)
     state = trainer.train(resume_from_checkpoint=last if resume else None)
     trainer.save_model(str(output))
     if trainer.is_world_process_zero():

@@ -7,6 +7,7 @@ scale by 1/255, normalise with the ImageNet mean and std, channels first.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from typing import TYPE_CHECKING
 
@@ -52,6 +53,23 @@ def normalize(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     for channel in range(3):
         np.take(_LEVELS[channel], frames[..., channel], out=out[:, channel])
     return torch.from_numpy(out)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; a file PIL cannot read is a HicoError naming it."""
+    from hico.errors import HicoError
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise HicoError(f"{path}: cannot read the image ({exc}); replace the file or remove what refers to it") \
+            from exc
+
+
+def image_clip(image: np.ndarray, size: int, frames: int = 4) -> torch.Tensor:
+    """One still image as a whole clip: (frames, 3, size, size), the image preprocessed on every frame."""
+    return preprocess([image], size).expand(frames, -1, -1, -1).contiguous()
 
 
 def preprocess(frames: Sequence[np.ndarray] | np.ndarray, size: int = 224) -> torch.Tensor:
