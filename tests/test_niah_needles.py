@@ -153,3 +153,12 @@ def test_shape_colour_at_centre_and_contrast(colour: str) -> None:
         assert alike[colour] >= 0.9 * alike.total() and alike[colour] > len(disc) / 4, (spec, alike)
         for image in (one, zero):
             assert nearest(image.getpixel((1, 1))) != colour and nearest(image.getpixel((94, 94))) != colour
+
+
+def test_attributes_limit_what_is_asked() -> None:
+    needle_set = plan_needle_set(NeedleSetOptions(single=30, multi=3, hops=(2, 3), size=64, seed=5,
+                                                  attributes=("colour", "shape")))
+    asked = {item.needle.asked for item in needle_set.single} | {n.asked for m in needle_set.multi for n in m.chain}
+    assert asked == {"colour", "shape"}
+    with pytest.raises(OptionError, match="attributes are among"):
+        NeedleSetOptions(attributes=("size",))

@@ -12,7 +12,8 @@ import pytest
 
 from hico.errors import OptionError
 from hico.niah.synthetic import QUESTIONS, draw_picture
-from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, TaskOptions, photo_path, plan_task, render, write_task_set
+from hico.synthqa import (CAPTION_QUESTION, HELDOUT_PHOTOS, TRAIN_PHOTOS, TaskOptions, photo_path, plan_task, render,
+                          write_demo_video, write_haystack, write_task_set)
 
 OPTION = re.compile(r"\(([ABCD])\) ([^\n]+)")
 
@@ -83,3 +84,59 @@ def test_photos_and_options() -> None:
                 dict(haystacks=("noise",)), dict(size=16)):
         with pytest.raises(OptionError):
             TaskOptions(**bad)
+    with pytest.raises(OptionError, match="attributes"):
+        TaskOptions(attributes=("size",))
+
+
+def test_open_questions_and_reading_answer_from_the_picture() -> None:
+    rng = random.Random(9)
+    options = TaskOptions(kinds=("caption", "reading"), attributes=("colour", "shape"), min_frames=8, max_frames=8)
+    seen = {"caption": 0, "reading": 0, "describe": 0}
+    for _ in range(120):
+        task = plan_task(rng, options)
+        if task.kind == "reading":
+            seen["reading"] += 1
+            assert task.frames == 0 and not task.events  # text only
+            said = re.match(r"The picture shows an? (\w+) (\w+) with the symbol (\w)\. ", task.question)
+            right = _options(task.question)[task.answer]
+            assert right in said.group(1, 2) and "symbol" not in task.question.split("Options:")[0].split(". ")[-1]
+            continue
+        (event,) = task.events
+        if task.question == CAPTION_QUESTION:
+            seen["describe"] += 1
+            assert task.answer == f"{'an' if event.spec.colour[0] in 'aeiou' else 'a'} {event.spec.colour} " \
+                                  f"{event.spec.shape}"
+        else:
+            seen["caption"] += 1
+            asked = next(a for a, q in QUESTIONS.items() if task.question.endswith(q))
+            assert asked in ("colour", "shape") and task.answer == event.spec.value(asked)
+            assert task.question == f"Find the frame of {event.spec.caption(asked)}. {QUESTIONS[asked]}"
+    assert min(seen.values()) > 10
+
+
+def test_reading_records_have_no_video_and_half_the_prompts_take_the_niah_form(tmp_path) -> None:
+    data = write_task_set(tmp_path / "set", TaskOptions(videos=6, kinds=("reading", "caption"), min_frames=8,
+                                                         max_frames=8, seed=1), progress=False)
+    records = json.loads(data.read_text())
+    for record in records:
+        prompt = record["conversations"][0]["value"]
+        if record["kind"] == "reading":
+            assert "video" not in record and "<image>" not in prompt
+        else:
+            assert (tmp_path / "set" / record["video"]).exists()
+            assert prompt.startswith("<image>\n") == (record["id"] % 2 == 0)
+
+
+def test_haystack_and_demo_video(tmp_path) -> None:
+    path = write_haystack(tmp_path / "hay.mp4", 40, seed=2, progress=False)
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 40
+    with pytest.raises(OptionError, match="exists"):
+        write_haystack(path, 40)
+    spec, first = write_demo_video(tmp_path / "demo.mp4", frames=32, seed=4)
+    assert first % 4 == 0 and 0 <= first < 32
+    with av.open(str(tmp_path / "demo.mp4")) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
+    picture = np.asarray(draw_picture(spec, 64)).astype(int)
+    errors = [np.abs(frame - picture).mean() for frame in frames]
+    assert max(errors[first:first + 4]) < 10 and min(errors[:first] + errors[first + 4:]) > 20

@@ -9,7 +9,12 @@ filling one whole 4-frame clip. Questions, 4 options each, answered with the opt
   (the NIAH single-hop format, so training and `hico niah` ask alike);
 - `attribute`: the same question with 1-2 other events present, so the caption must be matched;
 - `count`: "How many times does a <shape> appear in the video?" (1-4 events of that shape among others);
-- `order`: "Which shape appears first?" (two events of different shapes).
+- `order`: "Which shape appears first?" (two events of different shapes);
+- `caption`: open questions about one picture, answered in words: "Describe the picture in the video." ("a red
+  circle"), or a needle question without options ("Find the frame of ... What colour is the shape?": "red");
+- `reading`: text only, the picture described in words before a needle question (teaches the option format).
+
+Half the prompts put the question right after the video, as the NIAH prompt does, half after a newline.
 
 `write_task_set` writes the videos and a LLaVA-style `data.json` that `hico train` reads. Photos are split:
 `TRAIN_PHOTOS` for training sets, `HELDOUT_PHOTOS` for evaluation haystacks.
@@ -33,7 +38,9 @@ from hico.niah.synthetic import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, QUESTIONS, SH
                                  draw_picture, options_block, random_spec)
 
 CLIP = 4
-KINDS = ("needle", "attribute", "count", "order")
+KINDS = ("needle", "attribute", "count", "order", "caption", "reading")
+VIDEO_KINDS = KINDS[:4]
+CAPTION_QUESTION = "Describe the picture in the video."
 HAYSTACKS = ("motion", "photo")
 TRAIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
                 "brick", "grass")
@@ -46,9 +53,10 @@ class TaskOptions:
     min_frames: int = 16  # frames per video (1 fps), multiples of 4
     max_frames: int = 128
     size: int = 64  # frame side in pixels
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = VIDEO_KINDS
     haystacks: tuple[str, ...] = HAYSTACKS
     photos: tuple[str, ...] = TRAIN_PHOTOS
+    attributes: tuple[str, ...] = ATTRIBUTES  # what needle/attribute questions may ask about
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +69,8 @@ class TaskOptions:
             raise OptionError(f"kinds are among {KINDS}, got {list(self.kinds)}")
         if not self.haystacks or set(self.haystacks) - set(HAYSTACKS):
             raise OptionError(f"haystacks are among {HAYSTACKS}, got {list(self.haystacks)}")
+        if not self.attributes or set(self.attributes) - set(ATTRIBUTES):
+            raise OptionError(f"attributes are among {ATTRIBUTES}, got {list(self.attributes)}")
         if self.size < 32:
             raise OptionError(f"frame size must be at least 32 pixels, got {self.size}")
 
@@ -138,11 +148,20 @@ def plan_task(rng: random.Random, options: TaskOptions) -> VideoTask:
     haystack = f"photo:{rng.choice(options.photos)}" if haystack == "photo" else haystack
     clips = frames // CLIP
     if kind in ("needle", "attribute"):
-        asked = rng.choice(ATTRIBUTES)
+        asked = rng.choice(options.attributes)
         specs = _distinct_specs(rng, 1 if kind == "needle" else rng.randint(2, min(3, clips)), asked)
         target = specs[0]
         question, answer = _mcq(rng, f"Find the frame of {target.caption(asked)}. {QUESTIONS[asked]}",
                                 target.value(asked), DOMAINS[asked])
+    elif kind == "caption":
+        specs = [_spec(rng)]
+        question, answer = rng.choice(tuple(_open_questions(specs[0], options.attributes).items()))
+    elif kind == "reading":
+        asked, spec = rng.choice(options.attributes), _spec(rng)
+        stem = (f"The picture shows {article(spec.colour)} {spec.colour} {spec.shape} with the symbol {spec.symbol}. "
+                f"Find the frame of {spec.caption(asked)}. {QUESTIONS[asked]}")
+        question, answer = _mcq(rng, stem, spec.value(asked), DOMAINS[asked])
+        return VideoTask(0, "", (), question, answer, kind)
     elif kind == "count":
         shape = rng.choice(SHAPES)
         count = rng.randint(1, min(4, clips))
@@ -159,6 +178,14 @@ def plan_task(rng: random.Random, options: TaskOptions) -> VideoTask:
     places = sorted(rng.sample(range(clips), len(specs)))
     events = tuple(Event(clip, spec) for clip, spec in zip(places, specs))
     return VideoTask(frames, haystack, events, question, answer, kind)
+
+
+def _open_questions(spec: PictureSpec, attributes: tuple[str, ...]) -> dict[str, str]:
+    """Open-ended questions about one picture and their answers: a caption, and for each attribute the needle
+    question without its options (as `hico niah run --answer open` asks it)."""
+    asked = {CAPTION_QUESTION: f"{article(spec.colour)} {spec.colour} {spec.shape}"}
+    asked.update({f"Find the frame of {spec.caption(name)}. {QUESTIONS[name]}": spec.value(name) for name in attributes})
+    return asked
 
 
 def _spec(rng: random.Random, **fixed: str) -> PictureSpec:
@@ -192,6 +219,48 @@ def render(task: VideoTask, size: int, rng: random.Random) -> np.ndarray:
     return frames
 
 
+def shot_haystack(frames: int, size: int, rng: random.Random, photos: tuple[str, ...] = HELDOUT_PHOTOS,
+                  shot: tuple[int, int] = (32, 128)) -> np.ndarray:
+    """(frames, size, size, 3) uint8: a haystack cut into shots of `shot` frames, each motion or a photo pan."""
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    start = 0
+    while start < frames:
+        length = min(rng.randint(*shot), frames - start)
+        kind = rng.choice(("motion", *(f"photo:{name}" for name in photos)))
+        out[start:start + length] = haystack_frames(kind, length, size, rng)
+        start += length
+    return out
+
+
+def write_haystack(path: str | Path, frames: int, size: int = 64, seed: int = 0,
+                   photos: tuple[str, ...] = HELDOUT_PHOTOS, progress: bool = True) -> Path:
+    """A 1 fps haystack video for `hico niah build`: shots of procedural motion and photo pans (held-out photos
+    by default, so a model trained on `TRAIN_PHOTOS` is tested on scenes it never saw)."""
+    from hico.synth import write_video
+
+    path = Path(path)
+    if path.exists():
+        raise OptionError(f"{path} exists; choose a new file name (nothing was written)")
+    if frames < CLIP:
+        raise OptionError(f"a haystack needs at least {CLIP} frames, got {frames}")
+    pixels = shot_haystack(frames, size, random.Random(seed), photos)
+    return write_video(path, frames, fps=1.0, width=size, height=size, gop=CLIP * 4,
+                       frame_fn=lambda k: pixels[k], progress=progress)
+
+
+def write_demo_video(path: str | Path, frames: int = 64, size: int = 64, seed: int = 0) -> tuple[PictureSpec, int]:
+    """A 1 fps video over held-out photos and motion with one picture filling one clip; returns what the picture
+    shows and its first frame (the embedded model's demo)."""
+    from hico.synth import write_video
+
+    rng = random.Random(seed)
+    pixels = shot_haystack(frames, size, rng, HELDOUT_PHOTOS, shot=(16, 32))
+    spec, first = random_spec(rng), rng.randrange(frames // CLIP) * CLIP
+    pixels[first:first + CLIP] = np.asarray(draw_picture(spec, size))
+    write_video(path, frames, fps=1.0, width=size, height=size, gop=CLIP * 4, frame_fn=lambda k: pixels[k])
+    return spec, first
+
+
 def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progress: bool = True) -> Path:
     """Write `out/videos/*.mp4` and `out/data.json`; refuses a folder that already holds a data.json."""
     from hico.synth import write_video
@@ -202,16 +271,21 @@ def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progre
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(options.seed)
     records = []
-    for i in tqdm(range(options.videos), desc="videos written", unit="video", disable=not progress):
+    for i in tqdm(range(options.videos), desc="samples written", unit="sample", disable=not progress):
         task = plan_task(rng, options)
-        frames = render(task, options.size, rng)
-        name = f"videos/{i:05d}.mp4"
-        write_video(out / name, task.frames, fps=1.0, width=options.size, height=options.size, gop=CLIP * 4,
-                    frame_fn=lambda k, frames=frames: frames[k])
-        records.append({"id": i, "video": name, "kind": task.kind, "haystack": task.haystack,
-                        "events": [{"frame": e.clip * CLIP, "picture": e.spec.caption("symbol") + f", {e.spec.symbol}"}
-                                   for e in task.events],
-                        "conversations": [{"from": "human", "value": f"<image>\n{task.question}"},
-                                          {"from": "gpt", "value": task.answer}]})
+        record: dict = {"id": i, "kind": task.kind}
+        placeholder = ""
+        if task.frames:
+            frames = render(task, options.size, rng)
+            record["video"] = f"videos/{i:05d}.mp4"
+            write_video(out / record["video"], task.frames, fps=1.0, width=options.size, height=options.size,
+                        gop=CLIP * 4, frame_fn=lambda k, frames=frames: frames[k])
+            record["haystack"] = task.haystack
+            record["events"] = [{"frame": e.clip * CLIP, "picture": e.spec.caption("symbol") + f", {e.spec.symbol}"}
+                                for e in task.events]
+            placeholder = "<image>\n" if i % 2 == 0 else "<image>"  # odd ids: the NIAH prompt's form
+        record["conversations"] = [{"from": "human", "value": f"{placeholder}{task.question}"},
+                                   {"from": "gpt", "value": task.answer}]
+        records.append(record)
     (out / "data.json").write_text(json.dumps(records, indent=1))
     return out / "data.json"

@@ -76,9 +76,13 @@ class NeedleSetOptions:
     hops: tuple[int, ...] = (5, 6, 7)
     size: int = 256
     seed: int = 0
+    attributes: tuple[str, ...] = ATTRIBUTES  # what the questions may ask about
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hops", tuple(self.hops))
+        object.__setattr__(self, "attributes", tuple(self.attributes))
+        if not self.attributes or set(self.attributes) - set(ATTRIBUTES):
+            raise OptionError(f"attributes are among {', '.join(ATTRIBUTES)}, got {', '.join(self.attributes)}")
         if self.single < 0 or self.multi < 0:
             raise OptionError(f"needle counts must be >= 0, got single={self.single}, multi={self.multi}")
         if self.single + self.multi == 0:
@@ -173,6 +177,7 @@ class _Catalogue:
     """The pictures drawn so far for one set; a new one is only taken if no caption clashes either way."""
 
     rng: random.Random
+    attributes: tuple[str, ...] = ATTRIBUTES
     taken: list[tuple[PictureSpec, str]] = field(default_factory=list)
     count: int = 0
 
@@ -180,7 +185,7 @@ class _Catalogue:
         """A new picture, the attribute its caption hides, and a new file name."""
         for _ in range(MAX_TRIES):
             spec = random_spec(self.rng)
-            asked = self.rng.choice(ATTRIBUTES)
+            asked = self.rng.choice(self.attributes)
             if not any(spec.fits(old, asked) or old.fits(spec, old_asked) for old, old_asked in self.taken):
                 self.taken.append((spec, asked))
                 name = f"p{self.count:05d}"
@@ -268,7 +273,7 @@ def _multi_hop(catalogue: _Catalogue, index: int, hops: tuple[int, ...]) -> Mult
 
 def plan_needle_set(options: NeedleSetOptions = NeedleSetOptions()) -> NeedleSet:
     """Every record and picture of the set, in memory; `write_needle_set` draws and writes it."""
-    catalogue = _Catalogue(random.Random(options.seed))
+    catalogue = _Catalogue(random.Random(options.seed), options.attributes)
     single = tuple(_single_hop(catalogue, i) for i in range(options.single))
     multi = tuple(_multi_hop(catalogue, i, options.hops) for i in range(options.multi))
     return NeedleSet(single, multi, options.size)
