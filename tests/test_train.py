@@ -208,3 +208,27 @@ def test_image_and_text_only_samples(task, tmp_path) -> None:
     assert text["clips"] is None
     loss = TrainingModel(model.model)(**collate([image, text]))["loss"]
     assert torch.isfinite(loss) and loss > 0
+
+
+def test_time_message_share_and_in_process_decoding(task) -> None:
+    from hico.train.dataset import time_message
+
+    samples = load_conversations(task / "data.json")
+    message = "The video lasts for 2.00 seconds."
+    half = _config(time_message=0.5)
+    given = [time_message(half, sample, message) for sample in samples]
+    assert given == [time_message(half, sample, message) for sample in samples]  # fixed per sample
+    assert set(given) == {message, None} and 4 <= given.count(None) <= 12
+    assert {time_message(_config(), s, message) for s in samples} == {message}
+    assert {time_message(_config(time_message=0.0), s, message) for s in samples} == {None}
+    with pytest.raises(OptionError, match="time_message"):
+        _config(time_message=1.5)
+    tokenizer = hico.load(task / "tiny").tokenizer
+    isolated, inline = _config(), _config(isolate_decode=False)
+    for config in (isolated, inline):
+        prepare(samples[:2], tokenizer, config, progress=False)
+    first = ConversationDataset(samples, tokenizer, isolated, 64)[0]
+    second = ConversationDataset(samples, tokenizer, inline, 64)[0]
+    assert torch.equal(first["clips"], second["clips"]) and torch.equal(first["ids"], second["ids"])
+    without = ConversationDataset(samples, tokenizer, _config(time_message=0.0), 64)[0]
+    assert len(without["ids"]) < len(first["ids"])  # the time message's tokens are gone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,14 @@ def sampling_options(config: TrainConfig, sample: Sample) -> SamplingOptions:
                            local_num_frames=CLIP_FRAMES, start=sample.start, end=sample.end)
 
 
+def time_message(config: TrainConfig, sample: Sample, message: str | None) -> str | None:
+    """The sample's time message, or None for the share of samples trained without it (fixed per sample)."""
+    if message is None or config.time_message >= 1:
+        return message
+    draw = zlib.crc32(f"{config.seed}:{sample.source}".encode()) / 2**32
+    return message if draw < config.time_message else None
+
+
 def prepare(samples: list[Sample], tokenizer, config: TrainConfig,
             progress: bool = True) -> tuple[list[Sample], SkipReport]:
     """The usable samples and what was skipped; raises TrainingDataError above the unreadable threshold."""
@@ -65,9 +74,10 @@ def prepare(samples: list[Sample], tokenizer, config: TrainConfig,
         visual, time_msg = 0, None
         try:
             if sample.video:
-                with Video(sample.video) as video:
+                with Video(sample.video, isolate=config.isolate_decode) as video:
                     plan = video.plan(sampling_options(config, sample))
-                visual, time_msg = -(-plan.num_frames // CLIP_FRAMES) * TOKENS_PER_CLIP, plan.time_msg
+                visual = -(-plan.num_frames // CLIP_FRAMES) * TOKENS_PER_CLIP
+                time_msg = time_message(config, sample, plan.time_msg)
             elif sample.image:
                 read_image(sample.image)
                 visual = TOKENS_PER_CLIP
@@ -115,10 +125,10 @@ class ConversationDataset(torch.utils.data.Dataset):
 
         clips, time_msg = None, None
         if sample.video:
-            with Video(sample.video) as video:
+            with Video(sample.video, isolate=self.config.isolate_decode) as video:
                 plan = video.plan(sampling_options(self.config, sample))
                 clips = torch.stack([c.pixels for c in video.clips(plan, self.image_size, CLIP_FRAMES)])
-            time_msg = plan.time_msg
+            time_msg = time_message(self.config, sample, plan.time_msg)
         elif sample.image:
             clips = image_clip(read_image(sample.image), self.image_size, CLIP_FRAMES)[None]
         encoded = encode_sample(sample, self.tokenizer, self.config.template, time_msg,

@@ -56,6 +56,8 @@ class TrainConfig:
     logging_steps: int = 10
     seed: int = 0
     workers: int = 0  # DataLoader worker processes
+    isolate_decode: bool = True  # decode videos in a hang-safe worker process; false for trusted local files
+    time_message: float = 1.0  # share of video samples whose prompt carries the time message (official: all)
     deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero1.json is the official one)
     fsdp: str = ""  # FSDP mode for Trainer, e.g. "full_shard auto_wrap"
     fsdp_config: str | None = None  # e.g. configs/fsdp.json (wraps Qwen2 decoder layers)
@@ -74,6 +76,8 @@ class TrainConfig:
                 raise OptionError(f"{name} must be positive, got {getattr(self, name)}")
         if self.vision_lr is not None and not self.vision_lr > 0:
             raise OptionError(f"vision_lr must be positive, got {self.vision_lr}")
+        if not 0 <= self.time_message <= 1:
+            raise OptionError(f"time_message is a share in [0, 1], got {self.time_message}")
         if not 0 <= self.max_skip_share <= 1:
             raise OptionError(f"max_skip_share is a fraction in [0, 1], got {self.max_skip_share}")
         if self.lora is not None and "llm" not in self.train and not self.lora.tower:
