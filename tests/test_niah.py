@@ -17,11 +17,12 @@ from PIL import Image
 
 import hico
 from hico import synth
-from hico.errors import OptionError
+from hico.errors import HicoError, OptionError
 from hico.niah.build import GridOptions, build, insert_offsets, load_benchmark, needle_positions, plan_cases
 from hico.niah.records import load_needles
 from hico.niah.report import report, summarize
-from hico.niah.run import RunOptions, ask, normalize_answer, read_results, run, splice
+from hico.niah.run import (OPEN_MAX_TOKENS, RunOptions, ask, ask_open, normalize_answer, open_question, read_results,
+                           run, splice)
 from hico.prompt import niah_prompt, tokenize
 from hico.tiny import write_random_checkpoint
 from hico.video.preprocess import preprocess
@@ -288,3 +289,46 @@ def test_ten_thousand_frames_through_the_cli(tmp_path) -> None:
     (record,) = read_results(results)
     assert record["frames"] == 10_000 and record["visual_tokens"] == 16 * 10_004
     assert "| depth | 10000 |" in (tmp_path / "bench" / "niah-report.md").read_text()
+
+
+def test_open_question_strips_the_options_and_names_the_right_text() -> None:
+    assert open_question(QUESTION, "B") == ("Find the frame of a square. What colour is it?", "magenta")
+    assert open_question(QUESTION, "D")[1] == "green"
+    with pytest.raises(HicoError, match=r"no option \(E\)"):
+        open_question(QUESTION, "E")
+    with pytest.raises(HicoError, match="Options:"):
+        open_question("q1 Best option: (", "A")
+
+
+def test_open_answer_is_the_greedy_continuation_of_the_stock_forward(model) -> None:
+    visual = torch.randn(2 * 64, model.model.config.hidden_size)
+    stem = open_question(QUESTION, "B")[0]
+    ids = tokenize(niah_prompt(stem), model.tokenizer)
+    embeds, _ = model.model.embed(ids, visual)
+    tokens: list[int] = []
+    with torch.no_grad():
+        for _ in range(OPEN_MAX_TOKENS):
+            token = int(model.model.llm(inputs_embeds=embeds).logits[0, -1].argmax())
+            if token in model.stop_ids():
+                break
+            tokens.append(token)
+            embeds = torch.cat([embeds, model.model.llm.model.embed_tokens(torch.tensor([[token]]))], 1)
+    from hico.compress import DropSchedule
+
+    assert ask_open(model, visual, stem, DropSchedule()) == model.tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def test_open_answer_run_scores_the_option_text(tmp_path, data, model) -> None:
+    folder = build(tmp_path / "bench", data / "hay.mp4", load_needles(data / "single.json"),
+                   GridOptions(frames=(8,), depths=(0.0, 1.0)), progress=False)
+    results = run(folder, model, options=RunOptions(answer="open", progress=False))
+    assert results.name.endswith("-open.jsonl")
+    done = read_results(results)
+    assert len(done) == 2
+    for record in done:
+        assert record["answer_mode"] == "open" and record["answers"] == ["magenta"]
+        assert record["correct"] == [record["predictions"][0].strip().lower() == "magenta"]
+    with pytest.raises(OptionError, match="open-answer results"):
+        run(folder, model, results, RunOptions(answer="letter", progress=False))
+    with pytest.raises(OptionError, match="answer mode"):
+        RunOptions(answer="essay")

@@ -3,7 +3,10 @@
 The protocol is the official one: the prompt holds the visual tokens and the question with no time message
 (`hico.prompt.niah_prompt`), the answer letter is teacher-forced, the arg-max tokens at the answer positions
 are decoded, lower-cased and stripped of parentheses, and must equal the lower-cased answer exactly. In-LLM
-dropout is off by default, as in the official evaluation; `dropout="model"` uses the checkpoint's schedule.
+dropout is off by default, as in the official evaluation; `dropout="model"` uses the schedule the checkpoint
+configures (`llm_compress_*`), whether or not its `mm_llm_compress` turns it on for chat. `answer="open"`
+(not the official protocol) asks each question without its options and compares the greedy answer with the
+right option's text, for models that answer in words.
 
 Embedding mode encodes the haystack once (cached in the benchmark folder's `cache/`, keyed by the haystack's
 content, the frames taken and the model) and splices each needle's 64 tokens in at clip boundaries. Video
@@ -13,6 +16,7 @@ mode encodes each case's video file like any video, sampling every frame.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import time
 from collections.abc import Sequence
@@ -33,6 +37,8 @@ from hico.video.sampling import SamplingOptions
 
 TOKENS_PER_FRAME = 16
 DROPOUTS = ("off", "model")
+ANSWERS = ("letter", "open")
+OPEN_MAX_TOKENS = 16
 
 
 @dataclass(frozen=True)
@@ -40,10 +46,13 @@ class RunOptions:
     dropout: str = "off"  # "off" (the official protocol) or "model" (the checkpoint's in-LLM dropout)
     limit: int | None = None  # answer at most this many new cases, then stop (a later run resumes)
     progress: bool = True
+    answer: str = "letter"  # "letter" (official: the option letter) or "open" (the question without options)
 
     def __post_init__(self) -> None:
         if self.dropout not in DROPOUTS:
             raise OptionError(f"unknown dropout setting {self.dropout!r}: use off or model")
+        if self.answer not in ANSWERS:
+            raise OptionError(f"unknown answer mode {self.answer!r}: use letter or open")
         if self.limit is not None and self.limit < 1:
             raise OptionError(f"--limit must be at least 1 case, got {self.limit}")
 
@@ -53,8 +62,18 @@ def normalize_answer(text: str) -> str:
     return text.lower().replace("(", "").replace(")", "")
 
 
-def default_results(folder: str | Path, model: Hico) -> Path:
-    return Path(folder) / f"results-{model.model_id[:12] or 'model'}.jsonl"
+def default_results(folder: str | Path, model: Hico, answer: str = "letter") -> Path:
+    suffix = "" if answer == "letter" else f"-{answer}"
+    return Path(folder) / f"results-{model.model_id[:12] or 'model'}{suffix}.jsonl"
+
+
+def open_question(question: str, letter: str) -> tuple[str, str]:
+    """A 4-option question without its options, and the text of option `letter` (the expected open answer)."""
+    stem, found, block = question.partition("\nOptions: ")
+    options = dict(re.findall(r"^\(([A-Z])\) (.*)$", block, flags=re.MULTILINE)) if found else {}
+    if letter not in options:
+        raise HicoError(f"cannot ask {question[:60]!r}... openly: no option ({letter}) in an 'Options:' block")
+    return stem, options[letter]
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -84,14 +103,20 @@ def run(folder: str | Path, model: Hico, results: str | Path | None = None,
     settings, cases = load_benchmark(folder)
     if model.tokenizer is None:
         raise HicoError("the model folder has no tokenizer; NIAH needs one to read the questions")
-    results = Path(results) if results is not None else default_results(folder, model)
+    results = Path(results) if results is not None else default_results(folder, model, options.answer)
     done = read_results(results)
     others = {r.get("model") for r in done} - {model.model_id}
     if others:
         raise OptionError(f"{results} holds results of another model; pass a new --results file for this one")
+    modes = {r.get("answer_mode", "letter") for r in done} - {options.answer}
+    if modes:
+        raise OptionError(f"{results} holds {', '.join(modes)}-answer results; pass a new --results file")
     finished = {r["case"] for r in done}
     todo = [case for case in cases if case["case"] not in finished][: options.limit]
-    schedule = model.model.config.dropout if options.dropout == "model" else DropSchedule()
+    schedule = model.model.config.dropout_schedule if options.dropout == "model" else DropSchedule()
+    if options.dropout == "model" and not schedule.enabled:
+        raise OptionError("--dropout model: the checkpoint's config.json sets no in-LLM dropout "
+                          "(llm_compress_layer_list); use --dropout off")
     haystack = _haystack_tokens(folder, settings, model, options.progress) if settings["mode"] == "embedding" \
         else None
     needles: dict[str, torch.Tensor] = {}
@@ -106,11 +131,18 @@ def run(folder: str | Path, model: Hico, results: str | Path | None = None,
             else:
                 tokens = splice(haystack, [_needle_tokens(model, path, needles) for path in case["images"]],
                                 case["offsets"], case["frames"])
-            predictions = [ask(model, tokens, q, a, schedule) for q, a in zip(case["questions"], case["answers"])]
-            correct = [normalize_answer(p) == a.lower() for p, a in zip(predictions, case["answers"])]
+            if options.answer == "open":
+                asked = [open_question(q, a) for q, a in zip(case["questions"], case["answers"])]
+                expected = [text for _, text in asked]
+                predictions = [ask_open(model, tokens, stem, schedule) for stem, _ in asked]
+                correct = [p.strip().lower() == e.lower() for p, e in zip(predictions, expected)]
+            else:
+                expected = case["answers"]
+                predictions = [ask(model, tokens, q, a, schedule) for q, a in zip(case["questions"], expected)]
+                correct = [normalize_answer(p) == a.lower() for p, a in zip(predictions, expected)]
             record = {
                 "case": case["case"], "kind": case["kind"], "frames": case["frames"], "depth": case["depth"],
-                "needle": case["needle"], "answers": case["answers"], "predictions": predictions,
+                "needle": case["needle"], "answers": expected, "answer_mode": options.answer, "predictions": predictions,
                 "correct": correct, "visual_tokens": int(tokens.shape[0]),
                 "seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": _peak_mb(),
                 "model": model.model_id, "model_name": model.name, "dropout": options.dropout,
@@ -156,6 +188,22 @@ def ask(model: Hico, visual: torch.Tensor, question: str, answer: str, schedule:
     if len(target) > 1:
         logits += list(model.model.decode(torch.tensor([target[:-1]]), prefill.cache)[0])
     return model.tokenizer.decode([int(row.argmax()) for row in logits])
+
+
+@torch.inference_mode()
+def ask_open(model: Hico, visual: torch.Tensor, question: str, schedule: DropSchedule) -> str:
+    """The greedy answer (at most OPEN_MAX_TOKENS tokens) to a question asked without options."""
+    ids = tokenize(niah_prompt(question), model.tokenizer)
+    embeds, span = model.model.embed(ids, visual)
+    prefill = model.model.prefill(embeds, span, schedule)
+    stops, logits, tokens = model.stop_ids(), prefill.logits[0, -1], []
+    for _ in range(OPEN_MAX_TOKENS):
+        token = int(logits.argmax())
+        if token in stops:
+            break
+        tokens.append(token)
+        logits = model.model.decode(torch.tensor([[token]]), prefill.cache)[0, -1]
+    return model.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
 def _haystack_tokens(folder: Path, settings: dict, model: Hico, progress: bool) -> torch.Tensor:
