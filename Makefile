@@ -4,17 +4,22 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow bench-ingest bench-niah clean-sample
+.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: a synthetic video with one picture in it, read and described by the embedded toy model.
 demo: $(STAMP)
-	$(BIN)/hico sample-video sample/demo.mp4
-	$(BIN)/hico probe sample/demo.mp4
-	test -d sample/frames || $(BIN)/hico frames sample/demo.mp4 --out sample/frames --num-frames 8
+	$(BIN)/hico sample-video sample/picture.mp4 --picture --seconds 96
+	$(BIN)/hico probe sample/picture.mp4 | head -n 12
+	$(BIN)/hico chat sample/picture.mp4 "Describe the picture in the video."
+
+# Retrain the embedded toy model from scratch (about 50 minutes on 2 CPU cores); replaces src/hico/embedded/.
+tiny-model: $(STAMP)
+	$(BIN)/python -m hico.embedded --work build/tiny-model --out src/hico/embedded
 
 test: $(STAMP)
 	$(BIN)/pytest
@@ -27,6 +32,9 @@ bench-ingest: $(STAMP)
 
 bench-niah: $(STAMP)
 	cd bench && ../$(BIN)/python niah.py
+
+bench-tiny-model: $(STAMP)
+	$(BIN)/python bench/tiny_model.py
 
 clean-sample:
 	rm -rf sample

@@ -199,6 +199,14 @@ def cmd_sample_video(args: argparse.Namespace) -> None:
         raise OptionError(f"--seconds must be positive, got {args.seconds}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    if args.picture:
+        from hico.synthqa import write_demo_video
+
+        spec, first = write_demo_video(tmp, frames=int(args.seconds), seed=args.seed)
+        tmp.replace(out)
+        print(f"wrote {out}: {int(args.seconds)} frames at 1 fps, a {spec.colour} {spec.shape} picture at frames "
+              f"{first}-{first + 3}")
+        return
     sample_video(tmp, seconds=args.seconds)
     tmp.replace(out)
     print(f"wrote {out}")
@@ -223,14 +231,17 @@ def _load_model(args: argparse.Namespace):
 
     import hico
 
+    from hico.embedded import embedded_path
+
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    return hico.load(args.model, dtype=dtypes[args.dtype], device=args.device)
+    return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device)
 
 
 def cmd_niah_needles(args: argparse.Namespace) -> None:
     from hico.niah.synthetic import NeedleSetOptions, write_needle_set
 
-    options = NeedleSetOptions(single=args.single, multi=args.multi, size=args.size, seed=args.seed)
+    options = NeedleSetOptions(single=args.single, multi=args.multi, size=args.size, seed=args.seed,
+                               attributes=tuple(args.attributes.split(",")))
     for path in write_needle_set(args.out, options):
         print(f"wrote {path}")
 
@@ -251,7 +262,7 @@ def cmd_niah_run(args: argparse.Namespace) -> None:
     from hico.niah.build import load_benchmark
     from hico.niah.run import RunOptions, run
 
-    options = RunOptions(dropout=args.dropout, limit=args.limit)
+    options = RunOptions(dropout=args.dropout, limit=args.limit, answer=args.answer)
     load_benchmark(args.bench)  # a wrong folder fails before a large model is loaded
     results = run(args.bench, _load_model(args), args.results, options)
     print(f"results in {results}")
@@ -291,6 +302,8 @@ def _niah_parser(sub) -> None:
     needles.add_argument("--multi", type=int, default=10, help="multi-hop records (default 10)")
     needles.add_argument("--size", type=int, default=256, help="picture side in pixels")
     needles.add_argument("--seed", type=int, default=0)
+    needles.add_argument("--attributes", default="colour,shape,symbol",
+                         help="what questions may ask about, comma-separated (default colour,shape,symbol)")
     needles.set_defaults(func=cmd_niah_needles)
 
     build = steps.add_parser("build", help="a grid of frame counts x depths from a haystack video and needles")
@@ -310,11 +323,15 @@ def _niah_parser(sub) -> None:
 
     run = steps.add_parser("run", help="answer every case with a model (resumable), then write the report")
     run.add_argument("bench", help="benchmark folder from `hico niah build`")
-    run.add_argument("--model", required=True, help="checkpoint folder (official VideoChat-Flash layout)")
+    run.add_argument("--model", help="checkpoint folder (official VideoChat-Flash layout); default: the embedded "
+                                     "toy model")
     run.add_argument("--results", help="results JSONL (default: results-<model>.jsonl in the benchmark folder)")
     run.add_argument("--dropout", choices=("off", "model"), default="off",
                      help="in-LLM dropout: off as the official NIAH, or the checkpoint's schedule")
     run.add_argument("--limit", type=int, help="answer at most N new cases (a later run resumes)")
+    run.add_argument("--answer", choices=("letter", "open"), default="letter",
+                     help="letter: the official protocol (the option letter); open: ask without the options and "
+                          "compare the generated answer with the right option's text")
     run.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     run.add_argument("--device", default="cpu")
     run.add_argument("--no-report", action="store_true", help="skip writing the report")
@@ -347,7 +364,8 @@ def cmd_synth_qa(args: argparse.Namespace) -> None:
 
     options = TaskOptions(videos=args.videos, min_frames=args.min_frames, max_frames=args.max_frames,
                           size=args.size, photos=HELDOUT_PHOTOS if args.heldout else TRAIN_PHOTOS, seed=args.seed,
-                          haystacks=tuple(args.haystacks.split(",")), kinds=tuple(args.kinds.split(",")))
+                          haystacks=tuple(args.haystacks.split(",")), kinds=tuple(args.kinds.split(",")),
+                          attributes=tuple(args.attributes.split(",")))
     print(f"wrote {write_task_set(args.out, options)}")
 
 
@@ -372,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="answer questions about a video (interactive without a question)")
     chat.add_argument("video", help="video file, GIF, or folder of numbered frames")
     chat.add_argument("question", nargs="?", help="the question; leave out for an interactive session")
-    chat.add_argument("--model", required=True, help="checkpoint folder (official VideoChat-Flash layout)")
+    chat.add_argument("--model", help="checkpoint folder (official VideoChat-Flash layout); default: the embedded "
+                                      "toy model")
     chat.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     chat.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     chat.add_argument("--max-new-tokens", type=int, default=1024)
@@ -390,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample-video", help="write a synthetic test video (H.264, 640x360)")
     sample.add_argument("out", help="output .mp4 path (kept if it exists)")
     sample.add_argument("--seconds", type=float, default=90.0)
+    sample.add_argument("--picture", action="store_true",
+                        help="a 64x64 1 fps video with one picture (a coloured shape) that the embedded model reads")
+    sample.add_argument("--seed", type=int, default=0, help="which picture and scenes (with --picture)")
     sample.set_defaults(func=cmd_sample_video)
     _niah_parser(sub)
 
@@ -402,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--kinds", default="needle,attribute,count,order")
     qa.add_argument("--haystacks", default="motion,photo", help="motion, photo (scikit-image sample photos)")
     qa.add_argument("--heldout", action="store_true", help="use the held-out photos (evaluation sets)")
+    qa.add_argument("--attributes", default="colour,shape,symbol", help="what needle questions may ask about")
     qa.add_argument("--seed", type=int, default=0)
     qa.set_defaults(func=cmd_synth_qa)
 

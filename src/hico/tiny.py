@@ -63,8 +63,9 @@ def random_model(config: dict, seed: int = 0):
     return model.eval()
 
 
-def train_tokenizer(folder: str | Path, vocab_size: int = 320) -> None:
-    """A byte-level BPE tokenizer with the ChatML special tokens at ids 0-2, saved for AutoTokenizer."""
+def train_tokenizer(folder: str | Path, vocab_size: int = 320, texts: list[str] | None = None) -> None:
+    """A byte-level BPE tokenizer with the ChatML special tokens at ids 0-2, trained on `texts` (default: a few
+    lines of prompt text), saved in the transformers format for AutoTokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -73,7 +74,7 @@ def train_tokenizer(folder: str | Path, vocab_size: int = 320) -> None:
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tokenizer.train_from_iterator(TOKENIZER_TEXT, trainer)
+    tokenizer.train_from_iterator(texts or TOKENIZER_TEXT, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     fast.save_pretrained(str(folder))
 

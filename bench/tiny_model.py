@@ -1,0 +1,100 @@
+"""NIAH quality and cost of the embedded toy model on held-out synthetic haystacks.
+
+Held out from training: the haystack (`hico.synthqa.write_haystack`: shots of procedural motion and pans over
+scikit-image photos never used in training, other seeds) and the needles (`hico niah needles`, another seed,
+colour and shape questions). The model trained on videos of at most 128 frames.
+
+  python bench/tiny_model.py --frames 1024 --needles 8                       # open answers, dropout off
+  python bench/tiny_model.py --frames 4096 --needles 4 --dropout model
+  python bench/tiny_model.py --frames 1024 --needles 8 --answer letter       # the official letter protocol
+  python bench/tiny_model.py --summary                # one heat-map per setting over every frame count run
+
+Each run prints accuracy, seconds and peak RSS per answer, and writes the heat-map and Markdown report into
+bench/.cache/tiny-model/<name>/ (`hico niah report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import hico
+from hico.embedded import ATTRIBUTES, embedded_path
+from hico.niah.build import GridOptions, build, load_benchmark
+from hico.niah.records import load_needles
+from hico.niah.report import heatmap, report
+from hico.niah.run import RunOptions, read_results, run
+from hico.niah.synthetic import QUESTIONS, NeedleSetOptions, write_needle_set
+from hico.synthqa import write_haystack
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "tiny-model"
+HAYSTACK_SEED, NEEDLE_SEED = 101, 202  # training used seeds 1-3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=1024)
+    parser.add_argument("--needles", type=int, default=8)
+    parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--answer", choices=("open", "letter"), default="open")
+    parser.add_argument("--dropout", choices=("off", "model"), default="off")
+    parser.add_argument("--summary", action="store_true", help="combine the runs so far into heat-maps in docs/")
+    args = parser.parse_args()
+    if args.summary:
+        summary()
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    haystack = CACHE / f"haystack-{args.frames}.mp4"
+    if not haystack.exists():
+        write_haystack(haystack, args.frames, seed=HAYSTACK_SEED + args.frames)
+    needles = CACHE / f"needles-{args.needles}"
+    if not needles.exists():
+        write_needle_set(needles, NeedleSetOptions(single=args.needles, multi=0, seed=NEEDLE_SEED,
+                                                   attributes=ATTRIBUTES))
+    bench = CACHE / f"niah-f{args.frames}-n{args.needles}"
+    if not bench.exists():
+        depths = tuple(float(d) for d in args.depths.split(","))
+        build(bench, haystack, load_needles(needles / "niah-synthetic-singlehop.json"),
+              GridOptions(frames=(args.frames,), depths=depths))
+    model = hico.load(embedded_path())
+    results = bench / f"results-{args.answer}-{args.dropout}.jsonl"
+    start = time.perf_counter()
+    run(bench, model, results, RunOptions(dropout=args.dropout, answer=args.answer))
+    rows = read_results(results)
+    out = bench / f"report-{args.answer}-{args.dropout}"
+    report(bench, results, out)
+    right = sum(all(r["correct"]) for r in rows)
+    _, cases = load_benchmark(bench)
+    asked = {c["case"]: next(a for a, q in QUESTIONS.items() if q in c["questions"][0]) for c in cases}
+    parts = {a: [r["correct"][0] for r in rows if asked[r["case"]] == a] for a in ATTRIBUTES}
+    print("  ".join(f"{a} {sum(v)}/{len(v)}" for a, v in parts.items() if v))
+    print(f"frames {args.frames}  answer {args.answer}  dropout {args.dropout}: {right}/{len(rows)} right "
+          f"({right / len(rows):.1%}); {statistics.median(r['seconds'] for r in rows):.2f} s per answer (median), "
+          f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
+          f"wall {time.perf_counter() - start:.0f} s; report in {out}")
+
+
+def summary(docs: Path = Path(__file__).resolve().parents[1] / "docs") -> None:
+    """Depth x frames heat-maps (one per answer mode and dropout) from every run in the cache."""
+    cells: dict[tuple[str, str], dict[tuple[int, float], list[bool]]] = {}
+    for path in sorted(CACHE.glob("niah-f*-n*/results-*.jsonl")):
+        answer, dropout = path.stem.removeprefix("results-").split("-")
+        for row in read_results(path):
+            cells.setdefault((answer, dropout), {}).setdefault((row["frames"], row["depth"]), []).append(
+                row["correct"][0])
+    for (answer, dropout), table in sorted(cells.items()):
+        frames = sorted({f for f, _ in table})
+        depths = sorted({d for _, d in table})
+        grid = [[sum(table[f, d]) / len(table[f, d]) if (f, d) in table else None for f in frames] for d in depths]
+        per_frames = {f: [v for (g, _), rows in table.items() if g == f for v in rows] for f in frames}
+        title = "Toy model, held-out NIAH (" + ", ".join(
+            f"{f}: {sum(v) / len(v):.0%}" for f, v in per_frames.items()) + f"), {answer} answers, dropout {dropout}"
+        out = heatmap(grid, [str(f) for f in frames], [f"{d:.0%}" for d in depths], title, "frames", "depth",
+                      docs / f"tiny-model-niah-{answer}-{dropout}.png")
+        print(f"{out}: " + ", ".join(f"{f} frames {sum(v)}/{len(v)}" for f, v in per_frames.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The embedded default model: a tiny HiCo model that hico trains itself on synthetic videos, shipped inside the
+package so `hico chat`, `hico niah run` and `make demo` work the moment hico is installed.
+
+    make tiny-model            # python -m hico.embedded --work build/tiny-model --out src/hico/embedded
+
+The recipe (`recipe()`) runs `hico train` stage by stage from a random checkpoint in the official layout (with
+a BPE tokenizer trained on the synthetic prompts), each stage on data that `hico.synthqa` writes with its own
+seed: one picture filling one clip of a 1 fps haystack, named ("a red circle") or asked about without options.
+
+1. `align` (stage-1 preset; tower, projector and LLM: the toy LLM is not pre-trained): 8-frame videos;
+2. `short` (stage-2 preset): 8-32-frame videos;
+3. `long` (stage-3 preset; projector and LLM): 32-128-frame videos, the longest the model ever trains on.
+
+The model is a toy: it names the colours of `hico.niah.synthetic` pictures in synthetic videos of up to 128
+frames and nothing else (docs/tiny-model.md). Use a released VideoChat-Flash checkpoint (`--model FOLDER`) for
+real videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hico.errors import HicoError
+from hico.synthqa import TaskOptions
+
+EMBEDDED = Path(__file__).resolve().parent / "embedded"
+FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from pictures
+VOCAB = 512
+SIZE = 64  # frame side of the synthetic videos and of the tower's input
+ALIGN, SHORT, LONG = 5000, 5000, 2500  # samples per stage
+
+
+def embedded_path() -> Path:
+    """The folder of the shipped model; an error says how to rebuild it when it is missing."""
+    if not all((EMBEDDED / name).exists() for name in FILES):
+        raise HicoError(f"the embedded model is missing from {EMBEDDED}; rebuild it with `make tiny-model` or pass "
+                        "--model FOLDER (a released VideoChat-Flash checkpoint)")
+    return EMBEDDED
+
+
+def toy_config() -> dict:
+    """config.json of the toy model: UMT-style tower 2 x 96 at 64 px (8 px patches), Qwen2-style LLM 4 x 128."""
+    from hico.tiny import tiny_official_config
+
+    config = tiny_official_config(vocab_size=VOCAB, hidden_size=128, layers=4, heads=4, kv_heads=2, vision_width=96,
+                                  vision_layers=2, vision_heads=4, image_size=SIZE, patch_size=8)
+    # rope_theta 1e12: RoPE frequency pairs either turn fully within the 2k-token training videos or hardly turn
+    # at all up to 65k tokens (4,096 frames), so fewer of them meet unseen angles on long videos than with 1e6.
+    config.update({"intermediate_size": 384, "rope_theta": 1e12, "max_position_embeddings": 131072,
+                   "mm_llm_compress": False, "llm_compress_type": "uniform0_attention",
+                   "llm_compress_layer_list": [1, 2], "llm_image_token_ratio_list": [1.0, 0.5, 0.25]})
+    return config
+
+
+@dataclass(frozen=True)
+class Step:
+    """One `hico train` run of the recipe: its data and its training settings (a stage preset + overrides)."""
+
+    name: str
+    stage: int
+    data: TaskOptions
+    overrides: dict = field(default_factory=dict)
+
+
+def recipe(scale: float = 1.0) -> tuple[Step, ...]:
+    """The stages; `scale` multiplies the sample counts (tests run the recipe at a small scale)."""
+    def count(n: int) -> int:
+        return max(8, int(n * scale))
+
+    common = {"lr": 1e-3, "vision_lr": None, "grad_accum": 1, "batch_size": 8, "warmup_ratio": 0.05,
+              "weight_decay": 0.0, "gradient_checkpointing": False, "isolate_decode": False, "time_message": 0.5,
+              "logging_steps": 25, "save_steps": 100000, "max_length": 4096, "min_frames": 8,
+              "policy": "dynamic_fps1", "template": "qwen_2"}
+    data = {"size": SIZE, "attributes": ATTRIBUTES, "kinds": ("caption",)}
+    return (
+        Step("align", 1, TaskOptions(videos=count(ALIGN), min_frames=8, max_frames=8, seed=1, **data),
+             dict(common, train=["vision", "projector", "llm"], max_frames=8)),
+        Step("short", 2, TaskOptions(videos=count(SHORT), min_frames=8, max_frames=32, seed=2, **data),
+             dict(common, train=["vision", "projector", "llm"], max_frames=32)),
+        Step("long", 3, TaskOptions(videos=count(LONG), min_frames=32, max_frames=128, seed=3, **data),
+             dict(common, train=["projector", "llm"], lr=5e-4, max_frames=128)),
+    )
+
+
+def corpus(count: int = 4000, seed: int = 0) -> list[str]:
+    """Texts the tokenizer is trained on: prompts and answers of every synthetic task kind, chat framing."""
+    from hico.prompt import chat_prompt
+    from hico.synthqa import KINDS, plan_task
+
+    rng = random.Random(seed)
+    options = TaskOptions(kinds=KINDS)
+    texts = []
+    for _ in range(count):
+        task = plan_task(rng, options)
+        seconds = rng.randint(8, 4096)
+        message = f"The video lasts for {seconds:.2f} seconds, and {rng.randint(8, 512)} frames are uniformly " \
+                  "sampled from it. These frames are located at 0.0s,1.0s."
+        texts.append(chat_prompt(task.question, message).replace("<image>", "") + task.answer + "<|im_end|>")
+    return texts
+
+
+def initial_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A random toy model in the official layout with a BPE tokenizer trained on the synthetic corpus."""
+    from hico.tiny import write_random_checkpoint, train_tokenizer
+
+    write_random_checkpoint(folder, toy_config(), seed, tokenizer=False)
+    train_tokenizer(folder, VOCAB, corpus())
+    return folder
+
+
+def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool = True) -> Path:
+    """Run the whole recipe in `work` (resumable: finished stages are kept) and copy the result to `out`."""
+    from hico.synthqa import write_task_set
+    from hico.train.run import train
+    from hico.train.stages import load_stage
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    previous = work / "00-init"
+    if not (previous / "model.safetensors").exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        initial_checkpoint(previous)
+    started = time.monotonic()
+    for number, step in enumerate(recipe(scale), 1):
+        data, output = work / f"data-{step.name}", work / f"{number:02d}-{step.name}"
+        if not (data / "data.json").exists():
+            shutil.rmtree(data, ignore_errors=True)
+            print(f"[{step.name}] writing {step.data.videos} samples", flush=True)
+            write_task_set(data, step.data, progress)
+        if not (output / "model.safetensors").exists():
+            shutil.rmtree(output, ignore_errors=True)
+            print(f"[{step.name}] training (stage {step.stage} preset)", flush=True)
+            train(previous, data / "data.json", output, load_stage(step.stage, step.overrides), progress=progress)
+        print(f"[{step.name}] done, {(time.monotonic() - started) / 60:.1f} min so far", flush=True)
+        previous = output
+    return install(previous, out)
+
+
+def install(checkpoint: Path, out: str | Path) -> Path:
+    """Copy a trained checkpoint's files to `out` (weights in float16 to keep the package small)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = load_file(str(checkpoint / "model.safetensors"))
+    save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()},
+              str(out / "model.safetensors"), metadata={"format": "pt"})
+    for name in FILES:
+        if name != "model.safetensors":
+            shutil.copyfile(checkpoint / name, out / name)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hico.embedded", description="train the embedded toy model")
+    parser.add_argument("--work", default="build/tiny-model", help="working folder (data, stage checkpoints)")
+    parser.add_argument("--out", default=str(EMBEDDED), help="where the finished model's files go")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (smoke runs)")
+    args = parser.parse_args(argv)
+    try:
+        print(f"wrote {make(args.out, args.work, args.scale)}")
+    except HicoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The embedded toy model: the shipped files load like any checkpoint and read pictures in videos they never saw;
+the recipe that makes them runs end to end (at a small scale here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+import hico
+import hico.embedded as embedded
+from hico.errors import HicoError
+from hico.niah.synthetic import COLOURS, QUESTIONS, SHAPES
+from hico.synthqa import CAPTION_QUESTION, write_demo_video
+from hico.video import SamplingOptions
+
+MAX_BYTES = 25 * 2**20
+
+
+def test_shipped_files_are_an_official_checkpoint_under_the_size_limit() -> None:
+    folder = embedded.embedded_path()
+    size = sum(path.stat().st_size for path in folder.iterdir())
+    assert size <= MAX_BYTES
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["VideoChatFlashQwenForCausalLM"] and config["vocab_size"] == embedded.VOCAB
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        names = set(weights.keys())
+    assert "model.mm_projector.mlp.0.weight" in names and "lm_head.weight" in names
+    model = hico.load(folder)
+    assert model.tokenizer is not None and model.model.config.vision.image_size == embedded.SIZE
+
+
+def test_the_model_reads_colours_in_unseen_videos(tmp_path) -> None:
+    model = hico.load(embedded.embedded_path())
+    described = asked = 0
+    for seed in range(6):
+        spec, _ = write_demo_video(tmp_path / f"{seed}.mp4", frames=64, seed=1000 + seed)
+        memory = model.encode_video(tmp_path / f"{seed}.mp4", SamplingOptions.plain(num_frames=64))
+        words = re.fullmatch(rf"an? ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})", model.answer(memory, CAPTION_QUESTION))
+        described += words is not None and words.group(1) == spec.colour
+        question = f"Find the frame of {spec.caption('colour')}. {QUESTIONS['colour']}"
+        asked += model.answer(memory, question) == spec.colour
+    assert described >= 5 and asked >= 5  # chance is 1 in 8 each
+
+
+def test_missing_model_names_the_fix(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(embedded, "EMBEDDED", tmp_path / "gone")
+    with pytest.raises(HicoError, match="make tiny-model"):
+        embedded.embedded_path()
+
+
+def test_chat_uses_the_embedded_model_by_default(tmp_path) -> None:
+    write_demo_video(tmp_path / "demo.mp4", frames=32, seed=7)
+    result = subprocess.run([sys.executable, "-m", "hico.cli", "chat", str(tmp_path / "demo.mp4"),
+                             CAPTION_QUESTION], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"an? ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})", last), last
+
+
+def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
+    out = embedded.make(tmp_path / "out", tmp_path / "work", scale=0.002, progress=False)
+    assert {p.name for p in out.iterdir()} == set(embedded.FILES)
+    steps = [step.name for step in embedded.recipe()]
+    assert [p.name for p in sorted((tmp_path / "work").glob("0*"))] == ["00-init"] + \
+        [f"{i:02d}-{name}" for i, name in enumerate(steps, 1)]
+    model = hico.load(out)
+    assert model.model.config.llm["rope_theta"] == embedded.toy_config()["rope_theta"]
+    with safe_open(str(out / "model.safetensors"), "pt") as weights:
+        assert all(weights.get_tensor(k).dtype.itemsize == 2 for k in weights.keys())
+    first = (out / "model.safetensors").read_bytes()
+    embedded.make(tmp_path / "again", tmp_path / "work", scale=0.002, progress=False)  # finished stages are kept
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == first
