@@ -84,3 +84,17 @@ def test_empty_question_is_refused(model, video) -> None:
     memory = model.encode_video(video, SamplingOptions.plain(num_frames=4))
     with pytest.raises(hico.api.HicoError, match="question is empty"):
         model.answer(memory, "  ")
+
+
+def test_checkpoint_with_yarn_rope_scaling_loads_with_its_tokenizer(tmp_path) -> None:
+    """Qwen2.5 users add YaRN to config.json for long inputs; the tokenizer must not depend on parsing it."""
+    import json
+
+    folder = tmp_path / "yarn"
+    write_random_checkpoint(folder, seed=2)
+    config = json.loads((folder / "config.json").read_text())
+    config["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
+    (folder / "config.json").write_text(json.dumps(config))
+    loaded = hico.load(folder)
+    assert loaded.tokenizer is not None and loaded.tokenizer("red")["input_ids"]
+    assert loaded.model.llm.config.rope_parameters["rope_type"] == "yarn"

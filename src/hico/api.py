@@ -164,14 +164,18 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
 def _tokenizer(folder: Path):
     if not ((folder / "tokenizer.json").exists() or (folder / "vocab.json").exists()):
         return None
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PretrainedConfig
     from transformers.utils import logging as hf_logging
 
-    # AutoTokenizer reads config.json, whose model_type transformers does not know, and warns about it
+    # Without a tokenizer_class, AutoTokenizer reads config.json (whose model_type transformers does not know,
+    # and whose rope_scaling it may fail to parse); with one, config.json is not needed and is kept out.
+    settings = folder / "tokenizer_config.json"
+    named = settings.exists() and "tokenizer_class" in json.loads(settings.read_text(encoding="utf-8"))
+    extra = {"config": PretrainedConfig()} if named else {}
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True, **extra)
     finally:
         hf_logging.set_verbosity(previous)
 
