@@ -28,6 +28,7 @@ def test_shipped_files_are_an_official_checkpoint_under_the_size_limit() -> None
     assert size <= MAX_BYTES
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["VideoChatFlashQwenForCausalLM"] and config["vocab_size"] == embedded.VOCAB
+    assert config["rope_scaling"] == embedded.LONG_CONTEXT
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         names = set(weights.keys())
     assert "model.mm_projector.mlp.0.weight" in names and "lm_head.weight" in names
@@ -71,6 +72,8 @@ def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
         [f"{i:02d}-{name}" for i, name in enumerate(steps, 1)]
     model = hico.load(out)
     assert model.model.config.llm["rope_theta"] == embedded.toy_config()["rope_theta"]
+    assert model.model.llm.config.rope_parameters["rope_type"] == "yarn"  # added at install, for inference
+    assert "rope_scaling" not in json.loads((tmp_path / "work" / "03-long" / "config.json").read_text())
     with safe_open(str(out / "model.safetensors"), "pt") as weights:
         assert all(weights.get_tensor(k).dtype.itemsize == 2 for k in weights.keys())
     first = (out / "model.safetensors").read_bytes()

@@ -19,6 +19,7 @@ real videos.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import shutil
 import sys
@@ -35,6 +36,9 @@ ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from p
 VOCAB = 512
 SIZE = 64  # frame side of the synthetic videos and of the tower's input
 ALIGN, SHORT, LONG = 5000, 5000, 2500  # samples per stage
+# Added to the installed config.json only (inference): YaRN over the 2,112 tokens of the longest training video,
+# stretched 32x (65,600 tokens = 4,096 frames). Without it the model loses the picture beyond about 512 frames.
+LONG_CONTEXT = {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 2112}
 
 
 def embedded_path() -> Path:
@@ -144,7 +148,8 @@ def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool =
 
 
 def install(checkpoint: Path, out: str | Path) -> Path:
-    """Copy a trained checkpoint's files to `out` (weights in float16 to keep the package small)."""
+    """Copy a trained checkpoint's files to `out`: weights in float16 (a small package), config.json with the
+    long-context RoPE scaling (`LONG_CONTEXT`) that inference on long videos needs."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -153,9 +158,10 @@ def install(checkpoint: Path, out: str | Path) -> Path:
     state = load_file(str(checkpoint / "model.safetensors"))
     save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()},
               str(out / "model.safetensors"), metadata={"format": "pt"})
-    for name in FILES:
-        if name != "model.safetensors":
-            shutil.copyfile(checkpoint / name, out / name)
+    config = json.loads((checkpoint / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps(dict(config, rope_scaling=LONG_CONTEXT), indent=2))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(checkpoint / name, out / name)
     return out
 
 
