@@ -159,7 +159,9 @@ def install(checkpoint: Path, out: str | Path) -> Path:
     save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()},
               str(out / "model.safetensors"), metadata={"format": "pt"})
     config = json.loads((checkpoint / "config.json").read_text())
-    (out / "config.json").write_text(json.dumps(dict(config, rope_scaling=LONG_CONTEXT), indent=2))
+    stretched = int(LONG_CONTEXT["factor"] * LONG_CONTEXT["original_max_position_embeddings"])
+    config.update(rope_scaling=LONG_CONTEXT, max_position_embeddings=stretched)  # consistent, so no warning
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(checkpoint / name, out / name)
     return out
