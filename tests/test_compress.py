@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hico.compress import bipartite_merge, merge_clip_tokens, merge_schedule
+from hico.compress import bipartite_merge, merge_clip_tokens, merge_schedule, pool_clip_tokens
 
 
 @pytest.mark.parametrize("count, target, expected", [
@@ -77,3 +77,21 @@ def test_ties_are_broken_the_same_way_every_time() -> None:
     first = merge_clip_tokens(clip)
     for _ in range(3):
         assert torch.equal(merge_clip_tokens(clip), first)
+
+
+def test_pooling_averages_each_frames_2x2_cells_in_t_h_w_order() -> None:
+    # 4 frames of an 8x8 grid, each token's single feature = its own (t, h, w) index, pooled 2x2 to 4x4 per frame
+    t, h, w = torch.meshgrid(torch.arange(4.0), torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    tokens = torch.stack([t, h, w], dim=-1).reshape(1, 256, 3)
+    pooled = pool_clip_tokens(tokens, frames=4)
+    assert pooled.shape == (1, 64, 3)
+    # token 5 = frame 0, cell (1, 1): rows 2-3, columns 2-3 -> mean row 2.5, mean column 2.5
+    assert pooled[0, 5].tolist() == [0.0, 2.5, 2.5]
+    # the last token = frame 3, cell (3, 3): rows 6-7, columns 6-7
+    assert pooled[0, 63].tolist() == [3.0, 6.5, 6.5]
+    assert torch.allclose(pooled.mean(dim=1), tokens.mean(dim=1))
+
+
+def test_pooling_refuses_grids_that_do_not_split() -> None:
+    with pytest.raises(ValueError, match="split evenly"):
+        pool_clip_tokens(torch.zeros(1, 4 * 36, 8), frames=4)  # 6x6 grid cannot pool to 4x4

@@ -167,3 +167,15 @@ def test_encode_clips_shapes_and_order_follow_merge(model) -> None:
     assert tokens.shape == (2, 64, model.config.hidden_size)
     expected = model.projector(merge_clip_tokens(model.vision(clips), 64))
     assert torch.equal(tokens, expected)
+
+
+@torch.no_grad()
+def test_pooling_projector_type_pools_instead_of_merging() -> None:
+    from hico.compress import pool_clip_tokens
+
+    pooled = random_model(tiny_official_config() | {"mm_projector_type": "avgpool16_mlp"}, seed=3)
+    clips = torch.randn(2, 4, 3, 64, 64)
+    expected = pooled.projector(pool_clip_tokens(pooled.vision(clips), 4))
+    assert torch.equal(pooled.encode_clips(clips), expected)
+    image = torch.randn(1, 1, 3, 64, 64)  # a single image: its 8x8 grid is already 64 tokens
+    assert torch.equal(pooled.encode_clips(image), pooled.projector(pooled.vision(image)))

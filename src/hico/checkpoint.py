@@ -21,6 +21,7 @@ from hico.vision.umt import UMTConfig
 VISION_PREFIX = "model.vision_tower.vision_tower.encoder."
 PROJECTOR_PREFIX = "model.mm_projector."
 SUPPORTED_PROJECTOR = "tome16_mlp_hd64"
+POOLING_PROJECTOR = "avgpool16_mlp"  # hico's own: average pooling instead of merging (the ablation baseline)
 UMT_DEPTH = 24  # UMT-L blocks in the pretrained tower; select_layer -2 builds 23 of them
 
 
@@ -39,6 +40,7 @@ class HicoConfig:
     hidden_size: int
     local_num_frames: int = 4
     tokens_per_clip: int = 64
+    clip_compression: str = "merge"  # "merge" (official ToMe) or "pool" (POOLING_PROJECTOR)
     dropout_schedule: DropSchedule = field(default_factory=DropSchedule)  # as configured (llm_compress_*)
     dropout_enabled: bool = False  # mm_llm_compress: off in every released config
     official: dict = field(default_factory=dict, repr=False)
@@ -59,9 +61,9 @@ class HicoConfig:
             raise CheckpointError(f"{source}: unknown vision tower mm_vision_tower={tower!r}; expected 'umt-large' or "
                                   "'umt-hd-large'")
         projector = raw.get("mm_projector_type", SUPPORTED_PROJECTOR)
-        if projector != SUPPORTED_PROJECTOR:
+        if projector not in (SUPPORTED_PROJECTOR, POOLING_PROJECTOR):
             raise CheckpointError(f"{source}: projector {projector!r} is not supported; hico implements "
-                                  f"{SUPPORTED_PROJECTOR!r}")
+                                  f"{SUPPORTED_PROJECTOR!r} (and {POOLING_PROJECTOR!r}, its pooling baseline)")
         missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
                                "intermediate_size") if k not in raw]
         if missing:
@@ -74,7 +76,8 @@ class HicoConfig:
         enabled = bool(raw.get("mm_llm_compress", False))
         return cls(vision_tower=tower, vision=vision, llm=_llm_kwargs(raw), mm_hidden_size=mm_hidden,
                    hidden_size=int(raw["hidden_size"]), local_num_frames=int(raw.get("mm_local_num_frames", 4)),
-                   dropout_schedule=_dropout(raw, enabled, source), dropout_enabled=enabled, official=dict(raw))
+                   dropout_schedule=_dropout(raw, enabled, source), dropout_enabled=enabled,
+                   clip_compression="pool" if projector == POOLING_PROJECTOR else "merge", official=dict(raw))
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> HicoConfig:

@@ -80,6 +80,21 @@ def merge_clip_tokens(tokens: torch.Tensor, target: int = TOKENS_PER_CLIP,
     return tokens
 
 
+def pool_clip_tokens(tokens: torch.Tensor, frames: int, target: int = TOKENS_PER_CLIP) -> torch.Tensor:
+    """(clips, frames * g * g, C) tower features -> (clips, target, C) by average pooling each frame's g x g grid
+    to s x s cells (frames * s * s = target), in (t, h, w) order: the plain-pooling baseline that clip-level
+    merging is compared with (hico's `avgpool16_mlp` projector type, not an official one)."""
+    clips, count, width = tokens.shape
+    side = round((target / frames) ** 0.5)
+    grid = round((count / frames) ** 0.5)
+    if frames * side * side != target or frames * grid * grid != count or grid % side:
+        raise ValueError(f"cannot average-pool {frames} frames of {count // max(frames, 1)} tokens to {target} "
+                         f"tokens: each frame's grid ({grid}) must split evenly into a square of {target // frames}")
+    cells = tokens.reshape(clips * frames, grid, grid, width).permute(0, 3, 1, 2)
+    pooled = torch.nn.functional.avg_pool2d(cells, grid // side)
+    return pooled.permute(0, 2, 3, 1).reshape(clips, target, width)
+
+
 # Video-level compression: progressive dropout of visual tokens between LLM layers.
 
 DROP_KINDS = ("uniform", "attention", "uniform0_attention", "uniform1_attention")

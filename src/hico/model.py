@@ -16,7 +16,8 @@ from torch import nn
 from transformers import DynamicCache, Qwen2ForCausalLM
 
 from hico.checkpoint import HicoConfig
-from hico.compress import DropSchedule, attention_keep, merge_clip_tokens, text_guided_scores, uniform_keep
+from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, text_guided_scores,
+                           uniform_keep)
 from hico.vision.umt import UMTEncoder
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts
@@ -75,7 +76,10 @@ class HicoModel(nn.Module):
     def encode_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """(clips, frames, 3, S, S) pixel values -> (clips, 64, hidden) visual tokens in the official order."""
         features = self.vision(clips.to(device=self.device, dtype=self.dtype))
-        merged = merge_clip_tokens(features, self.config.tokens_per_clip)
+        if self.config.clip_compression == "pool":
+            merged = pool_clip_tokens(features, clips.shape[1], self.config.tokens_per_clip)
+        else:
+            merged = merge_clip_tokens(features, self.config.tokens_per_clip)
         return self.projector(merged)
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> tuple[torch.Tensor, VisualSpan | None]:
