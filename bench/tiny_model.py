@@ -8,9 +8,11 @@ colour and shape questions). The model trained on videos of at most 128 frames.
   python bench/tiny_model.py --frames 4096 --needles 4 --dropout model
   python bench/tiny_model.py --frames 1024 --needles 8 --answer letter       # the official letter protocol
   python bench/tiny_model.py --summary                # one heat-map per setting over every frame count run
+  python bench/tiny_model.py --frames 1024 --model build/tiny-model-pool/model --tag pool   # another model
 
 Each run prints accuracy, seconds and peak RSS per answer, and writes the heat-map and Markdown report into
-bench/.cache/tiny-model/<name>/ (`hico niah report`).
+bench/.cache/tiny-model/<name>/ (`hico niah report`); runs of other models (`--tag`) are kept apart and left out
+of `--summary`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,12 @@ def main() -> None:
     parser.add_argument("--depths", default="0,0.25,0.5,0.75,1")
     parser.add_argument("--answer", choices=("open", "letter"), default="open")
     parser.add_argument("--dropout", choices=("off", "model"), default="off")
+    parser.add_argument("--model", help="another checkpoint folder (default: the embedded model)")
+    parser.add_argument("--tag", default="", help="name for --model's results (needed with --model)")
     parser.add_argument("--summary", action="store_true", help="combine the runs so far into heat-maps in docs/")
     args = parser.parse_args()
+    if bool(args.model) != bool(args.tag) or "-" in args.tag:
+        parser.error("--model and --tag go together, and the tag has no '-'")
     if args.summary:
         summary()
         return
@@ -58,20 +64,21 @@ def main() -> None:
         depths = tuple(float(d) for d in args.depths.split(","))
         build(bench, haystack, load_needles(needles / "niah-synthetic-singlehop.json"),
               GridOptions(frames=(args.frames,), depths=depths))
-    model = hico.load(embedded_path())
-    results = bench / f"results-{args.answer}-{args.dropout}.jsonl"
+    model = hico.load(args.model or embedded_path())
+    setting = f"{args.answer}-{args.dropout}" + (f"-{args.tag}" if args.tag else "")
+    results = bench / f"results-{setting}.jsonl"
     start = time.perf_counter()
     run(bench, model, results, RunOptions(dropout=args.dropout, answer=args.answer))
     rows = read_results(results)
-    out = bench / f"report-{args.answer}-{args.dropout}"
+    out = bench / f"report-{setting}"
     report(bench, results, out)
     right = sum(all(r["correct"]) for r in rows)
     _, cases = load_benchmark(bench)
     asked = {c["case"]: next(a for a, q in QUESTIONS.items() if q in c["questions"][0]) for c in cases}
     parts = {a: [r["correct"][0] for r in rows if asked[r["case"]] == a] for a in ATTRIBUTES}
     print("  ".join(f"{a} {sum(v)}/{len(v)}" for a, v in parts.items() if v))
-    print(f"frames {args.frames}  answer {args.answer}  dropout {args.dropout}: {right}/{len(rows)} right "
-          f"({right / len(rows):.1%}); {statistics.median(r['seconds'] for r in rows):.2f} s per answer (median), "
+    print(f"{args.tag or 'embedded'}  frames {args.frames}  answer {args.answer}  dropout {args.dropout}: "
+          f"{right}/{len(rows)} right ({right / len(rows):.1%}); {statistics.median(r['seconds'] for r in rows):.2f} s per answer (median), "
           f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
           f"wall {time.perf_counter() - start:.0f} s; report in {out}")
 
@@ -79,8 +86,10 @@ def main() -> None:
 def summary(docs: Path = Path(__file__).resolve().parents[1] / "docs") -> None:
     """Depth x frames heat-maps (one per answer mode and dropout) from every run in the cache."""
     cells: dict[tuple[str, str], dict[tuple[int, float], list[bool]]] = {}
-    for path in sorted(CACHE.glob("niah-f*-n*/results-*.jsonl")):
-        answer, dropout = path.stem.removeprefix("results-").split("-")
+    for path in sorted(CACHE.glob("niah-f*-n*/results-*-*.jsonl")):
+        answer, dropout, *tag = path.stem.removeprefix("results-").split("-")
+        if tag:
+            continue
         for row in read_results(path):
             cells.setdefault((answer, dropout), {}).setdefault((row["frames"], row["depth"]), []).append(
                 row["correct"][0])

@@ -49,17 +49,23 @@ def embedded_path() -> Path:
     return EMBEDDED
 
 
-def toy_config() -> dict:
-    """config.json of the toy model: UMT-style tower 2 x 96 at 64 px (8 px patches), Qwen2-style LLM 4 x 128."""
+def toy_config(projector: str = "tome16_mlp_hd64") -> dict:
+    """config.json of the toy model: UMT-style tower 2 x 96 at 64 px (8 px patches), Qwen2-style LLM 4 x 128.
+
+    `projector` "avgpool16_mlp" swaps clip-level merging for plain average pooling (the ablation baseline)."""
     from hico.tiny import tiny_official_config
 
     config = tiny_official_config(vocab_size=VOCAB, hidden_size=128, layers=4, heads=4, kv_heads=2, vision_width=96,
                                   vision_layers=2, vision_heads=4, image_size=SIZE, patch_size=8)
     # rope_theta 1e12: RoPE frequency pairs either turn fully within the 2k-token training videos or hardly turn
     # at all up to 65k tokens (4,096 frames), so fewer of them meet unseen angles on long videos than with 1e6.
+    # In-LLM dropout on for inference (training runs without it): half the visual tokens evenly after layer 1,
+    # then the 3% the prompt attends to most after layer 2, so the last layer sees no more visual tokens at 4,096
+    # frames (65,600 -> 1,968) than at the 128 frames of the longest training video.
     config.update({"intermediate_size": 384, "rope_theta": 1e12, "max_position_embeddings": 131072,
-                   "mm_llm_compress": False, "llm_compress_type": "uniform0_attention",
-                   "llm_compress_layer_list": [1, 2], "llm_image_token_ratio_list": [1.0, 0.5, 0.25]})
+                   "mm_llm_compress": True, "llm_compress_type": "uniform0_attention",
+                   "llm_compress_layer_list": [1, 2], "llm_image_token_ratio_list": [1.0, 0.5, 0.03],
+                   "mm_projector_type": projector})
     return config
 
 
@@ -110,16 +116,17 @@ def corpus(count: int = 4000, seed: int = 0) -> list[str]:
     return texts
 
 
-def initial_checkpoint(folder: Path, seed: int = 0) -> Path:
+def initial_checkpoint(folder: Path, seed: int = 0, projector: str = "tome16_mlp_hd64") -> Path:
     """A random toy model in the official layout with a BPE tokenizer trained on the synthetic corpus."""
     from hico.tiny import write_random_checkpoint, train_tokenizer
 
-    write_random_checkpoint(folder, toy_config(), seed, tokenizer=False)
+    write_random_checkpoint(folder, toy_config(projector), seed, tokenizer=False)
     train_tokenizer(folder, VOCAB, corpus())
     return folder
 
 
-def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool = True) -> Path:
+def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool = True,
+         projector: str = "tome16_mlp_hd64") -> Path:
     """Run the whole recipe in `work` (resumable: finished stages are kept) and copy the result to `out`."""
     from hico.synthqa import write_task_set
     from hico.train.run import train
@@ -130,7 +137,7 @@ def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool =
     previous = work / "00-init"
     if not (previous / "model.safetensors").exists():
         shutil.rmtree(previous, ignore_errors=True)
-        initial_checkpoint(previous)
+        initial_checkpoint(previous, projector=projector)
     started = time.monotonic()
     for number, step in enumerate(recipe(scale), 1):
         data, output = work / f"data-{step.name}", work / f"{number:02d}-{step.name}"
@@ -172,9 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="build/tiny-model", help="working folder (data, stage checkpoints)")
     parser.add_argument("--out", default=str(EMBEDDED), help="where the finished model's files go")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (smoke runs)")
+    parser.add_argument("--projector", choices=("tome16_mlp_hd64", "avgpool16_mlp"), default="tome16_mlp_hd64",
+                        help="avgpool16_mlp: average pooling instead of clip-level merging (the ablation baseline)")
     args = parser.parse_args(argv)
     try:
-        print(f"wrote {make(args.out, args.work, args.scale)}")
+        print(f"wrote {make(args.out, args.work, args.scale, projector=args.projector)}")
     except HicoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
