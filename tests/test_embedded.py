@@ -29,6 +29,9 @@ def test_shipped_files_are_an_official_checkpoint_under_the_size_limit() -> None
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == ["VideoChatFlashQwenForCausalLM"] and config["vocab_size"] == embedded.VOCAB
     assert config["rope_scaling"] == embedded.LONG_CONTEXT
+    recipe = embedded.toy_config()  # what `make tiny-model` would write, apart from install's RoPE entries
+    assert {k: v for k, v in config.items() if k not in ("rope_scaling", "max_position_embeddings")} == \
+        {k: v for k, v in recipe.items() if k != "max_position_embeddings"}
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         names = set(weights.keys())
     assert "model.mm_projector.mlp.0.weight" in names and "lm_head.weight" in names
