@@ -12,8 +12,8 @@ seed: one picture filling one clip of a 1 fps haystack, named ("a red circle") o
 3. `long` (stage-3 preset; projector and LLM): 32-128-frame videos, the longest the model ever trains on.
 
 The model is a toy: it names the colours of `hico.niah.synthetic` pictures in synthetic videos (trained on up to
-128 frames; right up to 1,024 with the YaRN scaling `install` adds) and nothing else (docs/tiny-model.md). Use a released VideoChat-Flash checkpoint (`--model FOLDER`) for
-real videos.
+128 frames; right up to 4,096 with the YaRN scaling `install` adds and its in-LLM dropout) and nothing else
+(docs/tiny-model.md). Use a released VideoChat-Flash checkpoint (`--model FOLDER`) for real videos.
 """
 
 from __future__ import annotations
