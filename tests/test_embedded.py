@@ -82,3 +82,14 @@ def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
     first = (out / "model.safetensors").read_bytes()
     embedded.make(tmp_path / "again", tmp_path / "work", scale=0.002, progress=False)  # finished stages are kept
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == first
+
+
+def test_tower_pretraining_trains_only_the_tower_and_learns(tmp_path) -> None:
+    source = embedded.initial_checkpoint(tmp_path / "init")
+    losses = embedded.pretrain_tower(source, tmp_path / "tower", steps=60, batch=16, progress=False)
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10  # shape + colour cross-entropy falls
+    with safe_open(str(source / "model.safetensors"), "pt") as before, \
+            safe_open(str(tmp_path / "tower" / "model.safetensors"), "pt") as after:
+        changed = {k for k in before.keys() if not before.get_tensor(k).equal(after.get_tensor(k))}
+    assert changed and all(k.startswith("model.vision_tower.") for k in changed)
+    assert hico.load(tmp_path / "tower").tokenizer is not None

@@ -76,11 +76,13 @@ class HicoModel(nn.Module):
     def encode_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """(clips, frames, 3, S, S) pixel values -> (clips, 64, hidden) visual tokens in the official order."""
         features = self.vision(clips.to(device=self.device, dtype=self.dtype))
+        return self.projector(self.compress_clips(features, clips.shape[1]))
+
+    def compress_clips(self, features: torch.Tensor, frames: int) -> torch.Tensor:
+        """(clips, frames * patches, C) tower features -> (clips, 64, C): ToMe merging, or pooling if configured."""
         if self.config.clip_compression == "pool":
-            merged = pool_clip_tokens(features, clips.shape[1], self.config.tokens_per_clip)
-        else:
-            merged = merge_clip_tokens(features, self.config.tokens_per_clip)
-        return self.projector(merged)
+            return pool_clip_tokens(features, frames, self.config.tokens_per_clip)
+        return merge_clip_tokens(features, self.config.tokens_per_clip)
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> tuple[torch.Tensor, VisualSpan | None]:
         """(L,) ids with at most one IMAGE_TOKEN_INDEX -> (1, L - 1 + N, hidden) embeddings and the visual span."""
