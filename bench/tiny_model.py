@@ -77,8 +77,9 @@ def main() -> None:
     asked = {c["case"]: next(a for a, q in QUESTIONS.items() if q in c["questions"][0]) for c in cases}
     parts = {a: [r["correct"][0] for r in rows if asked[r["case"]] == a] for a in ATTRIBUTES}
     print("  ".join(f"{a} {sum(v)}/{len(v)}" for a, v in parts.items() if v))
+    seconds = statistics.median(r["seconds"] for r in rows)
     print(f"{args.tag or 'embedded'}  frames {args.frames}  answer {args.answer}  dropout {args.dropout}: "
-          f"{right}/{len(rows)} right ({right / len(rows):.1%}); {statistics.median(r['seconds'] for r in rows):.2f} s per answer (median), "
+          f"{right}/{len(rows)} right ({right / len(rows):.1%}); {seconds:.2f} s per answer (median), "
           f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
           f"wall {time.perf_counter() - start:.0f} s; report in {out}")
 

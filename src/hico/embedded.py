@@ -143,7 +143,7 @@ def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed
     from hico.video.preprocess import image_clip
 
     loaded = hico.load(source)
-    model = loaded.model.float()
+    model = loaded.model
     model.vision.train()
     torch.manual_seed(seed)
     colours = tuple(COLOURS)

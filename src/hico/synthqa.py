@@ -184,7 +184,8 @@ def _open_questions(spec: PictureSpec, attributes: tuple[str, ...]) -> dict[str,
     """Open-ended questions about one picture and their answers: a caption, and for each attribute the needle
     question without its options (as `hico niah run --answer open` asks it)."""
     asked = {CAPTION_QUESTION: f"{article(spec.colour)} {spec.colour} {spec.shape}"}
-    asked.update({f"Find the frame of {spec.caption(name)}. {QUESTIONS[name]}": spec.value(name) for name in attributes})
+    asked.update({f"Find the frame of {spec.caption(name)}. {QUESTIONS[name]}": spec.value(name)
+                  for name in attributes})
     return asked
 
 

@@ -142,7 +142,8 @@ def run(folder: str | Path, model: Hico, results: str | Path | None = None,
                 correct = [normalize_answer(p) == a.lower() for p, a in zip(predictions, expected)]
             record = {
                 "case": case["case"], "kind": case["kind"], "frames": case["frames"], "depth": case["depth"],
-                "needle": case["needle"], "answers": expected, "answer_mode": options.answer, "predictions": predictions,
+                "needle": case["needle"], "answers": expected, "answer_mode": options.answer,
+                "predictions": predictions,
                 "correct": correct, "visual_tokens": int(tokens.shape[0]),
                 "seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": _peak_mb(),
                 "model": model.model_id, "model_name": model.name, "dropout": options.dropout,
