@@ -9,6 +9,7 @@ colour and shape questions). The model trained on videos of at most 128 frames.
   python bench/tiny_model.py --frames 1024 --needles 8 --answer letter       # the official letter protocol
   python bench/tiny_model.py --summary                # one heat-map per setting over every frame count run
   python bench/tiny_model.py --frames 1024 --model build/tiny-model-pool/model --tag pool   # another model
+  python bench/tiny_model.py --describe 30 --frames 8   # "Describe the picture" on 30 unseen demo videos
 
 Each run prints accuracy, seconds and peak RSS per answer, and writes the heat-map and Markdown report into
 bench/.cache/tiny-model/<name>/ (`hico niah report`); runs of other models (`--tag`) are kept apart and left out
@@ -45,11 +46,16 @@ def main() -> None:
     parser.add_argument("--model", help="another checkpoint folder (default: the embedded model)")
     parser.add_argument("--tag", default="", help="name for --model's results (needed with --model)")
     parser.add_argument("--summary", action="store_true", help="combine the runs so far into heat-maps in docs/")
+    parser.add_argument("--describe", type=int, metavar="N",
+                        help="instead of NIAH: describe N unseen demo videos of --frames frames (seeds 2000+)")
     args = parser.parse_args()
     if bool(args.model) != bool(args.tag) or "-" in args.tag:
         parser.error("--model and --tag go together, and the tag has no '-'")
     if args.summary:
         summary()
+        return
+    if args.describe:
+        describe(hico.load(args.model or embedded_path()), args.describe, args.frames, args.tag or "embedded")
         return
     CACHE.mkdir(parents=True, exist_ok=True)
     haystack = CACHE / f"haystack-{args.frames}.mp4"
@@ -82,6 +88,25 @@ def main() -> None:
           f"{right}/{len(rows)} right ({right / len(rows):.1%}); {seconds:.2f} s per answer (median), "
           f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
           f"wall {time.perf_counter() - start:.0f} s; report in {out}")
+
+
+def describe(model, videos: int, frames: int, name: str) -> None:
+    """Colour and shape words right when the model describes unseen demo videos (one picture each)."""
+    import tempfile
+
+    from hico.synthqa import CAPTION_QUESTION, write_demo_video
+    from hico.video import SamplingOptions
+
+    colour = shape = 0
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in range(2000, 2000 + videos):
+            path = Path(folder) / f"{seed}.mp4"
+            spec, _ = write_demo_video(path, frames=frames, seed=seed)
+            words = model.answer(model.encode_video(path, SamplingOptions.plain(num_frames=frames)),
+                                 CAPTION_QUESTION).split()
+            colour += len(words) == 3 and words[1] == spec.colour
+            shape += len(words) == 3 and words[2] == spec.shape
+    print(f"{name}  describe {videos} videos of {frames} frames: colour {colour}/{videos}, shape {shape}/{videos}")
 
 
 def summary(docs: Path = Path(__file__).resolve().parents[1] / "docs") -> None:
