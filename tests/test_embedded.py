@@ -71,7 +71,7 @@ def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
     out = embedded.make(tmp_path / "out", tmp_path / "work", scale=0.002, progress=False)
     assert {p.name for p in out.iterdir()} == set(embedded.FILES)
     steps = [step.name for step in embedded.recipe()]
-    assert [p.name for p in sorted((tmp_path / "work").glob("0*"))] == ["00-init"] + \
+    assert [p.name for p in sorted((tmp_path / "work").glob("0*"))] == ["00-init", "00-tower"] + \
         [f"{i:02d}-{name}" for i, name in enumerate(steps, 1)]
     model = hico.load(out)
     assert model.model.config.llm["rope_theta"] == embedded.toy_config()["rope_theta"]
@@ -82,6 +82,13 @@ def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
     first = (out / "model.safetensors").read_bytes()
     embedded.make(tmp_path / "again", tmp_path / "work", scale=0.002, progress=False)  # finished stages are kept
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == first
+    with pytest.raises(HicoError, match="other settings"):  # stages of another recipe are never resumed
+        embedded.make(tmp_path / "other", tmp_path / "work", scale=0.002, tower_steps=0, progress=False)
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "01-align").mkdir()
+    with pytest.raises(HicoError, match="no recipe.json"):
+        embedded.make(tmp_path / "other", tmp_path / "stray", scale=0.002, progress=False)
+    assert not (tmp_path / "other").exists()
 
 
 def test_tower_pretraining_trains_only_the_tower_and_learns(tmp_path) -> None:
