@@ -68,7 +68,7 @@ def test_chat_uses_the_embedded_model_by_default(tmp_path) -> None:
 
 
 def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
-    out = embedded.make(tmp_path / "out", tmp_path / "work", scale=0.002, progress=False)
+    out = embedded.make(tmp_path / "out", tmp_path / "work", scale=0.002, tower_steps=2, progress=False)
     assert {p.name for p in out.iterdir()} == set(embedded.FILES)
     steps = [step.name for step in embedded.recipe()]
     assert [p.name for p in sorted((tmp_path / "work").glob("0*"))] == ["00-init", "00-tower"] + \
@@ -80,10 +80,10 @@ def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
     with safe_open(str(out / "model.safetensors"), "pt") as weights:
         assert all(weights.get_tensor(k).dtype.itemsize == 2 for k in weights.keys())
     first = (out / "model.safetensors").read_bytes()
-    embedded.make(tmp_path / "again", tmp_path / "work", scale=0.002, progress=False)  # finished stages are kept
+    embedded.make(tmp_path / "again", tmp_path / "work", scale=0.002, tower_steps=2, progress=False)  # resumed
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == first
     with pytest.raises(HicoError, match="other settings"):  # stages of another recipe are never resumed
-        embedded.make(tmp_path / "other", tmp_path / "work", scale=0.002, tower_steps=0, progress=False)
+        embedded.make(tmp_path / "other", tmp_path / "work", scale=0.002, progress=False)
     (tmp_path / "stray").mkdir()
     (tmp_path / "stray" / "01-align").mkdir()
     with pytest.raises(HicoError, match="no recipe.json"):

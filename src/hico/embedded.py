@@ -3,11 +3,11 @@ package so `hico chat`, `hico niah run` and `make demo` work the moment hico is 
 
     make tiny-model            # python -m hico.embedded --work build/tiny-model --out src/hico/embedded
 
-The recipe starts from a random checkpoint in the official layout (with a BPE tokenizer trained on the
-synthetic prompts) and first pretrains its tower as a picture classifier (`pretrain_tower`: released towers
-come pretrained, and the language stages alone never teach this one shapes). Then `recipe()` runs `hico train`
-stage by stage, each stage on data that `hico.synthqa` writes with its own seed: one picture filling one clip of
-a 1 fps haystack, named ("a red circle") or asked about without options.
+The recipe (`recipe()`) runs `hico train` stage by stage from a random checkpoint in the official layout (with
+a BPE tokenizer trained on the synthetic prompts), each stage on data that `hico.synthqa` writes with its own
+seed: one picture filling one clip of a 1 fps haystack, named ("a red circle") or asked about without options.
+`--tower-steps N` first pretrains the tower as a picture classifier (`pretrain_tower`); that teaches the model
+shapes but costs it the colours of needles in long haystacks, so the shipped model was made without it.
 
 1. `align` (stage-1 preset; tower, projector and LLM: the toy LLM is not pre-trained): 8-frame videos;
 2. `short` (stage-2 preset): 8-32-frame videos;
@@ -38,7 +38,7 @@ ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from p
 VOCAB = 512
 SIZE = 64  # frame side of the synthetic videos and of the tower's input
 ALIGN, SHORT, LONG = 5000, 5000, 2500  # samples per stage
-TOWER_STEPS = 400  # steps of 32 pictures pretraining the tower as a picture classifier, before the stages
+TOWER_STEPS = 400  # steps of 32 pictures that teach the tower shapes (`--tower-steps`; not in the shipped recipe)
 # Added to the installed config.json only (inference): YaRN over the 2,112 tokens of the longest training video,
 # stretched 32x (65,600 tokens = 4,096 frames). Without it the model loses the picture beyond about 512 frames.
 LONG_CONTEXT = {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 2112}
@@ -192,17 +192,15 @@ def claim_work_folder(work: Path, settings: dict) -> None:
 
 
 def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool = True,
-         projector: str = "tome16_mlp_hd64", tower_steps: int | None = None) -> Path:
+         projector: str = "tome16_mlp_hd64", tower_steps: int = 0) -> Path:
     """Run the whole recipe in `work` (resumable: finished stages are kept) and copy the result to `out`.
 
-    `tower_steps` (default `TOWER_STEPS` times `scale`; 0 skips the step) pretrains the tower first."""
+    `tower_steps` > 0 pretrains the tower as a picture classifier first (step `00-tower`)."""
     from hico.synthqa import write_task_set
     from hico.train.run import train
     from hico.train.stages import load_stage
 
     work = Path(work)
-    if tower_steps is None:
-        tower_steps = max(2, int(TOWER_STEPS * scale))
     claim_work_folder(work, {"scale": scale, "projector": projector, "tower_steps": tower_steps})
     previous = work / "00-init"
     if not (previous / "model.safetensors").exists():
@@ -258,11 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (smoke runs)")
     parser.add_argument("--projector", choices=("tome16_mlp_hd64", "avgpool16_mlp"), default="tome16_mlp_hd64",
                         help="avgpool16_mlp: average pooling instead of clip-level merging (the ablation baseline)")
-    parser.add_argument("--tower-steps", type=int, default=None,
-                        help="steps of 32 pictures pretraining the tower as a picture classifier first (default "
-                             f"{TOWER_STEPS} x scale; 0 skips it, and the model then does not learn shapes)")
+    parser.add_argument("--tower-steps", type=int, default=0,
+                        help="pretrain the tower as a picture classifier for this many steps of 32 pictures first "
+                             f"(0: the shipped recipe; {TOWER_STEPS} teaches shapes but loses colours in long videos)")
     args = parser.parse_args(argv)
-    if args.tower_steps is not None and args.tower_steps < 0:
+    if args.tower_steps < 0:
         parser.error("--tower-steps must be >= 0")
     try:
         print(f"wrote {make(args.out, args.work, args.scale, projector=args.projector, tower_steps=args.tower_steps)}")
