@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="avgpool16_mlp: average pooling instead of clip-level merging (the ablation baseline)")
     parser.add_argument("--tower-steps", type=int, default=0,
                         help="pretrain the tower as a picture classifier for this many steps of 32 pictures first "
-                             f"(0: the shipped recipe; {TOWER_STEPS} teaches shapes but loses colours in long videos)")
+                             f"(0: the shipped recipe; {TOWER_STEPS} teaches shapes, but the model then misreads "
+                             "colours in long videos)")
     args = parser.parse_args(argv)
     if args.tower_steps < 0:
         parser.error("--tower-steps must be >= 0")
