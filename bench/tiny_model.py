@@ -10,6 +10,7 @@ colour and shape questions). The model trained on videos of at most 128 frames.
   python bench/tiny_model.py --summary                # one heat-map per setting over every frame count run
   python bench/tiny_model.py --frames 1024 --model build/tiny-model-pool/model --tag pool   # another model
   python bench/tiny_model.py --describe 30 --frames 8   # "Describe the picture" on 30 unseen demo videos
+  python bench/tiny_model.py --frames 1024 --photos train   # haystack of the training photos (a diagnostic)
 
 Each run prints accuracy, seconds and peak RSS per answer, and writes the heat-map and Markdown report into
 bench/.cache/tiny-model/<name>/ (`hico niah report`); runs of other models (`--tag`) are kept apart and left out
@@ -30,7 +31,7 @@ from hico.niah.records import load_needles
 from hico.niah.report import heatmap, report
 from hico.niah.run import RunOptions, read_results, run
 from hico.niah.synthetic import QUESTIONS, NeedleSetOptions, write_needle_set
-from hico.synthqa import write_haystack
+from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, write_haystack
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "tiny-model"
 HAYSTACK_SEED, NEEDLE_SEED = 101, 202  # training used seeds 1-3
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--dropout", choices=("off", "model"), default="off")
     parser.add_argument("--model", help="another checkpoint folder (default: the embedded model)")
     parser.add_argument("--tag", default="", help="name for --model's results (needed with --model)")
+    parser.add_argument("--photos", choices=("heldout", "train"), default="heldout",
+                        help="haystack photos: held out from training (the benchmark) or the training ones")
     parser.add_argument("--summary", action="store_true", help="combine the runs so far into heat-maps in docs/")
     parser.add_argument("--describe", type=int, metavar="N",
                         help="instead of NIAH: describe N unseen demo videos of --frames frames (seeds 2000+)")
@@ -58,14 +61,16 @@ def main() -> None:
         describe(hico.load(args.model or embedded_path()), args.describe, args.frames, args.tag or "embedded")
         return
     CACHE.mkdir(parents=True, exist_ok=True)
-    haystack = CACHE / f"haystack-{args.frames}.mp4"
+    suffix = "-train" if args.photos == "train" else ""
+    haystack = CACHE / f"haystack-{args.frames}{suffix}.mp4"
     if not haystack.exists():
-        write_haystack(haystack, args.frames, seed=HAYSTACK_SEED + args.frames)
+        write_haystack(haystack, args.frames, seed=HAYSTACK_SEED + args.frames,
+                       photos=TRAIN_PHOTOS if suffix else HELDOUT_PHOTOS)
     needles = CACHE / f"needles-{args.needles}"
     if not needles.exists():
         write_needle_set(needles, NeedleSetOptions(single=args.needles, multi=0, seed=NEEDLE_SEED,
                                                    attributes=ATTRIBUTES))
-    bench = CACHE / f"niah-f{args.frames}-n{args.needles}"
+    bench = CACHE / f"niah-f{args.frames}-n{args.needles}{suffix}"
     if not bench.exists():
         depths = tuple(float(d) for d in args.depths.split(","))
         build(bench, haystack, load_needles(needles / "niah-synthetic-singlehop.json"),
@@ -84,7 +89,7 @@ def main() -> None:
     parts = {a: [r["correct"][0] for r in rows if asked[r["case"]] == a] for a in ATTRIBUTES}
     print("  ".join(f"{a} {sum(v)}/{len(v)}" for a, v in parts.items() if v))
     seconds = statistics.median(r["seconds"] for r in rows)
-    print(f"{args.tag or 'embedded'}  frames {args.frames}  answer {args.answer}  dropout {args.dropout}: "
+    print(f"{args.tag or 'embedded'}  frames {args.frames}  photos {args.photos}  answer {args.answer}  dropout {args.dropout}: "
           f"{right}/{len(rows)} right ({right / len(rows):.1%}); {seconds:.2f} s per answer (median), "
           f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
           f"wall {time.perf_counter() - start:.0f} s; report in {out}")
@@ -114,7 +119,7 @@ def summary(docs: Path = Path(__file__).resolve().parents[1] / "docs") -> None:
     cells: dict[tuple[str, str], dict[tuple[int, float], list[bool]]] = {}
     for path in sorted(CACHE.glob("niah-f*-n*/results-*-*.jsonl")):
         answer, dropout, *tag = path.stem.removeprefix("results-").split("-")
-        if tag:
+        if tag or path.parent.name.endswith("-train"):
             continue
         for row in read_results(path):
             cells.setdefault((answer, dropout), {}).setdefault((row["frames"], row["depth"]), []).append(
