@@ -35,6 +35,7 @@ from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, write_haystack
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "tiny-model"
 HAYSTACK_SEED, NEEDLE_SEED = 101, 202  # training used seeds 1-3
+PHOTOS = {"heldout": HELDOUT_PHOTOS, "train": TRAIN_PHOTOS}
 
 
 def main() -> None:
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--dropout", choices=("off", "model"), default="off")
     parser.add_argument("--model", help="another checkpoint folder (default: the embedded model)")
     parser.add_argument("--tag", default="", help="name for --model's results (needed with --model)")
-    parser.add_argument("--photos", choices=("heldout", "train"), default="heldout",
+    parser.add_argument("--photos", choices=tuple(PHOTOS), default="heldout",
                         help="haystack photos: held out from training (the benchmark) or the training ones")
     parser.add_argument("--summary", action="store_true", help="combine the runs so far into heat-maps in docs/")
     parser.add_argument("--describe", type=int, metavar="N",
@@ -64,8 +65,7 @@ def main() -> None:
     suffix = "-train" if args.photos == "train" else ""
     haystack = CACHE / f"haystack-{args.frames}{suffix}.mp4"
     if not haystack.exists():
-        write_haystack(haystack, args.frames, seed=HAYSTACK_SEED + args.frames,
-                       photos=TRAIN_PHOTOS if suffix else HELDOUT_PHOTOS)
+        write_haystack(haystack, args.frames, seed=HAYSTACK_SEED + args.frames, photos=PHOTOS[args.photos])
     needles = CACHE / f"needles-{args.needles}"
     if not needles.exists():
         write_needle_set(needles, NeedleSetOptions(single=args.needles, multi=0, seed=NEEDLE_SEED,
@@ -89,9 +89,9 @@ def main() -> None:
     parts = {a: [r["correct"][0] for r in rows if asked[r["case"]] == a] for a in ATTRIBUTES}
     print("  ".join(f"{a} {sum(v)}/{len(v)}" for a, v in parts.items() if v))
     seconds = statistics.median(r["seconds"] for r in rows)
-    print(f"{args.tag or 'embedded'}  frames {args.frames}  photos {args.photos}  answer {args.answer}  dropout {args.dropout}: "
-          f"{right}/{len(rows)} right ({right / len(rows):.1%}); {seconds:.2f} s per answer (median), "
-          f"peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
+    print(f"{args.tag or 'embedded'}  frames {args.frames}  photos {args.photos}  answer {args.answer}  "
+          f"dropout {args.dropout}: {right}/{len(rows)} right ({right / len(rows):.1%}); "
+          f"{seconds:.2f} s per answer (median), peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
           f"wall {time.perf_counter() - start:.0f} s; report in {out}")
 
 
