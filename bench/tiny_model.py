@@ -91,8 +91,8 @@ def main() -> None:
     seconds = statistics.median(r["seconds"] for r in rows)
     print(f"{args.tag or 'embedded'}  frames {args.frames}  photos {args.photos}  answer {args.answer}  "
           f"dropout {args.dropout}: {right}/{len(rows)} right ({right / len(rows):.1%}); "
-          f"{seconds:.2f} s per answer (median), peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, visual tokens {rows[0]['visual_tokens']}, "
-          f"wall {time.perf_counter() - start:.0f} s; report in {out}")
+          f"{seconds:.2f} s per answer (median), peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, "
+          f"visual tokens {rows[0]['visual_tokens']}, wall {time.perf_counter() - start:.0f} s; report in {out}")
 
 
 def describe(model, videos: int, frames: int, name: str) -> None:
