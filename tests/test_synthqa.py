@@ -12,8 +12,9 @@ import pytest
 
 from hico.errors import OptionError
 from hico.niah.synthetic import QUESTIONS, draw_picture
-from hico.synthqa import (CAPTION_QUESTION, HELDOUT_PHOTOS, TRAIN_PHOTOS, TaskOptions, photo_path, plan_task, render,
-                          write_demo_video, write_haystack, write_task_set)
+from hico.synthqa import (CAPTION_QUESTION, HELDOUT_PHOTOS, TRAIN_PHOTOS, VARIED_PHOTOS, TaskOptions, augment_photo,
+                          photo_path, plan_task, render, shot_haystack, write_demo_video, write_haystack,
+                          write_task_set)
 
 OPTION = re.compile(r"\(([ABCD])\) ([^\n]+)")
 
@@ -48,12 +49,16 @@ def test_answers_point_at_the_truth() -> None:
     assert seen == {"needle", "attribute", "count", "order"}
 
 
-def test_task_set_is_seeded_and_events_land_on_their_frames(tmp_path) -> None:
-    options = TaskOptions(videos=4, min_frames=8, max_frames=24, seed=3)
+VARIED = dict(haystacks=("shots", "photo"), photos=VARIED_PHOTOS, augment=True)
+
+
+@pytest.mark.parametrize("scenes", [{}, VARIED], ids=["plain", "varied"])
+def test_task_set_is_seeded_and_events_land_on_their_frames(tmp_path, scenes) -> None:
+    options = TaskOptions(videos=4, min_frames=8, max_frames=24, seed=3, **scenes)
     first = write_task_set(tmp_path / "a", options, progress=False)
     second = write_task_set(tmp_path / "b", options, progress=False)
     assert first.read_text() == second.read_text()
-    assert write_task_set(tmp_path / "c", TaskOptions(videos=4, min_frames=8, max_frames=24, seed=4),
+    assert write_task_set(tmp_path / "c", TaskOptions(videos=4, min_frames=8, max_frames=24, seed=4, **scenes),
                           progress=False).read_text() != first.read_text()
     with pytest.raises(OptionError, match="exists"):
         write_task_set(tmp_path / "a", options, progress=False)
@@ -61,7 +66,7 @@ def test_task_set_is_seeded_and_events_land_on_their_frames(tmp_path) -> None:
     rng = random.Random(3)
     for record in records:
         task = plan_task(rng, options)
-        expected = render(task, options.size, rng)  # the same draws as the writer made
+        expected = render(task, options.size, rng, options.photos, options.augment)  # the writer's draws
         with av.open(str(tmp_path / "a" / record["video"])) as container:
             frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
         assert frames.shape == (task.frames, 64, 64, 3)
@@ -75,17 +80,36 @@ def test_task_set_is_seeded_and_events_land_on_their_frames(tmp_path) -> None:
 
 
 def test_photos_and_options() -> None:
-    assert not set(TRAIN_PHOTOS) & set(HELDOUT_PHOTOS)
-    for name in TRAIN_PHOTOS + HELDOUT_PHOTOS:
+    assert not set(VARIED_PHOTOS) & set(HELDOUT_PHOTOS) and set(TRAIN_PHOTOS) < set(VARIED_PHOTOS)
+    for name in VARIED_PHOTOS + HELDOUT_PHOTOS:
         assert photo_path(name).exists()
     with pytest.raises(OptionError, match="no sample photo named 'nope'"):
         photo_path("nope")
     for bad in (dict(videos=0), dict(min_frames=10), dict(min_frames=64, max_frames=32), dict(kinds=("story",)),
-                dict(haystacks=("noise",)), dict(size=16)):
+                dict(haystacks=("noise",)), dict(size=16), dict(photos=())):
         with pytest.raises(OptionError):
             TaskOptions(**bad)
     with pytest.raises(OptionError, match="attributes"):
         TaskOptions(attributes=("size",))
+
+
+def test_augmented_photos_are_seeded_turned_and_recoloured() -> None:
+    photo = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    outputs = [augment_photo(photo, np.random.default_rng(seed)) for seed in range(24)]
+    assert augment_photo(photo, np.random.default_rng(3)).tobytes() == outputs[3].tobytes()
+    assert {o.shape for o in outputs} == {(6, 10, 3), (10, 6, 3)} and all(o.dtype == np.uint8 for o in outputs)
+    means = {tuple(o.reshape(-1, 3).mean(0).round()) for o in outputs}
+    assert len(means) == len(outputs)  # every draw recolours differently
+    grey = [o for o in outputs if (o[..., 0] == o[..., 1]).all() and (o[..., 1] == o[..., 2]).all()]
+    assert len(grey) < len(outputs) // 2
+
+
+def test_shot_haystacks_cut_between_scenes() -> None:
+    frames = shot_haystack(48, 32, random.Random(2), VARIED_PHOTOS, shot=(8, 8), augment=True)
+    change = np.abs(np.diff(frames.astype(int), axis=0)).mean(axis=(1, 2, 3))  # between frame k and k+1
+    cuts = change[7::8]
+    within = np.delete(change, np.arange(7, len(change), 8))
+    assert cuts.min() > within.max()  # every 8th frame starts another scene; pans and motion move slowly
 
 
 def test_open_questions_and_reading_answer_from_the_picture() -> None:

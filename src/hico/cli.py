@@ -360,10 +360,11 @@ def cmd_merge_lora(args: argparse.Namespace) -> None:
 
 
 def cmd_synth_qa(args: argparse.Namespace) -> None:
-    from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, TaskOptions, write_task_set
+    from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, VARIED_PHOTOS, TaskOptions, write_task_set
 
+    photos = HELDOUT_PHOTOS if args.heldout else VARIED_PHOTOS if args.varied else TRAIN_PHOTOS
     options = TaskOptions(videos=args.videos, min_frames=args.min_frames, max_frames=args.max_frames,
-                          size=args.size, photos=HELDOUT_PHOTOS if args.heldout else TRAIN_PHOTOS, seed=args.seed,
+                          size=args.size, photos=photos, seed=args.seed, augment=args.augment,
                           haystacks=tuple(args.haystacks.split(",")), kinds=tuple(args.kinds.split(",")),
                           attributes=tuple(args.attributes.split(",")))
     print(f"wrote {write_task_set(args.out, options)}")
@@ -422,8 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     qa.add_argument("--max-frames", type=int, default=128)
     qa.add_argument("--size", type=int, default=64, help="frame side in pixels")
     qa.add_argument("--kinds", default="needle,attribute,count,order")
-    qa.add_argument("--haystacks", default="motion,photo", help="motion, photo (scikit-image sample photos)")
-    qa.add_argument("--heldout", action="store_true", help="use the held-out photos (evaluation sets)")
+    qa.add_argument("--haystacks", default="motion,photo",
+                    help="motion, photo (scikit-image sample photos), shots (a cut between motion and photo pans)")
+    photos = qa.add_mutually_exclusive_group()
+    photos.add_argument("--heldout", action="store_true", help="use the held-out photos (evaluation sets)")
+    photos.add_argument("--varied", action="store_true", help="use the longer list of training photos")
+    qa.add_argument("--augment", action="store_true", help="randomly flip, turn and recolour every photo")
     qa.add_argument("--attributes", default="colour,shape,symbol", help="what needle questions may ask about")
     qa.add_argument("--seed", type=int, default=0)
     qa.set_defaults(func=cmd_synth_qa)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hico.errors import HicoError
-from hico.synthqa import TaskOptions
+from hico.synthqa import HAYSTACKS, VARIED_PHOTOS, TaskOptions
 
 EMBEDDED = Path(__file__).resolve().parent / "embedded"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -82,8 +82,9 @@ class Step:
     overrides: dict = field(default_factory=dict)
 
 
-def recipe(scale: float = 1.0) -> tuple[Step, ...]:
-    """The stages; `scale` multiplies the sample counts (tests run the recipe at a small scale)."""
+def recipe(scale: float = 1.0, varied: bool = False) -> tuple[Step, ...]:
+    """The stages; `scale` multiplies the sample counts (tests run the recipe at a small scale). `varied` draws
+    haystacks from `VARIED_PHOTOS`, randomly recoloured, and cut into shots as well."""
     def count(n: int) -> int:
         return max(8, int(n * scale))
 
@@ -92,6 +93,8 @@ def recipe(scale: float = 1.0) -> tuple[Step, ...]:
               "logging_steps": 25, "save_steps": 100000, "max_length": 4096, "min_frames": 8,
               "policy": "dynamic_fps1", "template": "qwen_2"}
     data = {"size": SIZE, "attributes": ATTRIBUTES, "kinds": ("caption",)}
+    if varied:
+        data.update(photos=VARIED_PHOTOS, augment=True, haystacks=HAYSTACKS)
     return (
         Step("align", 1, TaskOptions(videos=count(ALIGN), min_frames=8, max_frames=8, seed=1, **data),
              dict(common, train=["vision", "projector", "llm"], max_frames=8)),
@@ -129,39 +132,49 @@ def initial_checkpoint(folder: Path, seed: int = 0, projector: str = "tome16_mlp
 
 
 def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed: int = 0,
-                   progress: bool = True) -> list[float]:
+                   progress: bool = True, photos: tuple[str, ...] = ()) -> list[float]:
     """Train `source`'s tower alone as a picture classifier and save the checkpoint to `output`.
 
     Random `hico.niah.synthetic` pictures as still clips go through the tower and the model's clip compression;
     the mean of the 64 tokens feeds a linear shape head and a linear colour head (cross-entropy, discarded
-    afterwards). The language stages alone do not teach this tower shapes; a pretrained tower, as released
-    towers are, does. Returns the loss of every step.
+    afterwards). With `photos`, every step also shows batch/2 haystack clips (motion, or recoloured pans over
+    `photos`) and a third head tells pictures from haystack. The language stages alone do not teach this tower
+    shapes; a pretrained tower, as released towers are, does. Returns the loss of every step.
     """
     import numpy as np
     import torch
 
     import hico
     from hico.niah.synthetic import COLOURS, SHAPES, draw_picture, random_spec
+    from hico.synthqa import CLIP, haystack_frames
     from hico.train.engine import save_checkpoint
-    from hico.video.preprocess import image_clip
+    from hico.video.preprocess import image_clip, preprocess
 
     loaded = hico.load(source)
     model = loaded.model
     model.vision.train()
     torch.manual_seed(seed)
     colours = tuple(COLOURS)
-    head = torch.nn.Linear(model.config.mm_hidden_size, len(SHAPES) + len(colours))
+    head = torch.nn.Linear(model.config.mm_hidden_size, len(SHAPES) + len(colours) + (2 if photos else 0))
     optimizer = torch.optim.AdamW([*model.vision.parameters(), *head.parameters()], lr=1e-3)
     rng, losses = random.Random(seed), []
+    scenes = ("motion", *(f"photo:{name}" for name in photos))
+    hay = batch // 2 if photos else 0
     for step in range(1, steps + 1):
         specs = [random_spec(rng) for _ in range(batch)]
-        clips = torch.stack([image_clip(np.asarray(draw_picture(spec, SIZE)), SIZE) for spec in specs])
+        clips = [image_clip(np.asarray(draw_picture(spec, SIZE)), SIZE) for spec in specs]
+        clips += [preprocess(haystack_frames(rng.choice(scenes), CLIP, SIZE, rng, augment=True), SIZE)
+                  for _ in range(hay)]
+        clips = torch.stack(clips)
         tokens = model.compress_clips(model.vision(clips), clips.shape[1])
         logits = head(tokens.mean(dim=1))
         shapes = torch.tensor([SHAPES.index(spec.shape) for spec in specs])
         hues = torch.tensor([colours.index(spec.colour) for spec in specs])
-        loss = torch.nn.functional.cross_entropy(logits[:, :len(SHAPES)], shapes) + \
-            torch.nn.functional.cross_entropy(logits[:, len(SHAPES):], hues)
+        loss = torch.nn.functional.cross_entropy(logits[:batch, :len(SHAPES)], shapes) + \
+            torch.nn.functional.cross_entropy(logits[:batch, len(SHAPES):len(SHAPES) + len(colours)], hues)
+        if hay:
+            picture = torch.tensor([1] * batch + [0] * hay)
+            loss = loss + torch.nn.functional.cross_entropy(logits[:, -2:], picture)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -192,16 +205,17 @@ def claim_work_folder(work: Path, settings: dict) -> None:
 
 
 def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool = True,
-         projector: str = "tome16_mlp_hd64", tower_steps: int = 0) -> Path:
+         projector: str = "tome16_mlp_hd64", tower_steps: int = 0, varied: bool = False) -> Path:
     """Run the whole recipe in `work` (resumable: finished stages are kept) and copy the result to `out`.
 
-    `tower_steps` > 0 pretrains the tower as a picture classifier first (step `00-tower`)."""
+    `tower_steps` > 0 pretrains the tower as a picture classifier first (step `00-tower`); `varied` trains on
+    varied scenes (`recipe`), and the tower also on telling pictures from haystack."""
     from hico.synthqa import write_task_set
     from hico.train.run import train
     from hico.train.stages import load_stage
 
     work = Path(work)
-    claim_work_folder(work, {"scale": scale, "projector": projector, "tower_steps": tower_steps})
+    claim_work_folder(work, {"scale": scale, "projector": projector, "tower_steps": tower_steps, "varied": varied})
     previous = work / "00-init"
     if not (previous / "model.safetensors").exists():
         shutil.rmtree(previous, ignore_errors=True)
@@ -211,10 +225,10 @@ def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool =
         if not (tower / "model.safetensors").exists():
             shutil.rmtree(tower, ignore_errors=True)
             print(f"[tower] pretraining the tower as a picture classifier, {tower_steps} steps", flush=True)
-            pretrain_tower(previous, tower, tower_steps, progress=progress)
+            pretrain_tower(previous, tower, tower_steps, progress=progress, photos=VARIED_PHOTOS if varied else ())
         previous = tower
     started = time.monotonic()
-    for number, step in enumerate(recipe(scale), 1):
+    for number, step in enumerate(recipe(scale, varied), 1):
         data, output = work / f"data-{step.name}", work / f"{number:02d}-{step.name}"
         if not (data / "data.json").exists():
             shutil.rmtree(data, ignore_errors=True)
@@ -260,11 +274,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="pretrain the tower as a picture classifier for this many steps of 32 pictures first "
                              f"(0: the shipped recipe; {TOWER_STEPS} teaches shapes, but the model then misreads "
                              "colours in long videos)")
+    parser.add_argument("--varied", action="store_true",
+                        help="train on varied scenes: more photos, randomly recoloured, cut into shots")
     args = parser.parse_args(argv)
     if args.tower_steps < 0:
         parser.error("--tower-steps must be >= 0")
     try:
-        print(f"wrote {make(args.out, args.work, args.scale, projector=args.projector, tower_steps=args.tower_steps)}")
+        out = make(args.out, args.work, args.scale, projector=args.projector, tower_steps=args.tower_steps,
+                   varied=args.varied)
+        print(f"wrote {out}")
     except HicoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,12 +17,16 @@ filling one whole 4-frame clip. Questions, 4 options each, answered with the opt
 Half the prompts put the question right after the video, as the NIAH prompt does, half after a newline.
 
 `write_task_set` writes the videos and a LLaVA-style `data.json` that `hico train` reads. Photos are split:
-`TRAIN_PHOTOS` for training sets, `HELDOUT_PHOTOS` for evaluation haystacks.
+`TRAIN_PHOTOS` (or the longer `VARIED_PHOTOS`) for training sets, `HELDOUT_PHOTOS` for evaluation haystacks.
+`augment` gives every photo pan random flips, turns, channel order, tint and contrast, and the `shots` haystack
+cuts a video into shots of motion and photo pans, as evaluation haystacks are: both make a few photos look like
+many scenes, so a model cannot learn "anything unlike the training photos is the picture".
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import random
@@ -41,10 +45,13 @@ CLIP = 4
 KINDS = ("needle", "attribute", "count", "order", "caption", "reading")
 VIDEO_KINDS = KINDS[:4]
 CAPTION_QUESTION = "Describe the picture in the video."
-HAYSTACKS = ("motion", "photo")
+HAYSTACKS = ("motion", "photo", "shots")
 TRAIN_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field", "retina",
                 "brick", "grass")
+VARIED_PHOTOS = TRAIN_PHOTOS + ("cell", "chessboard_RGB", "clock_motion", "coins", "horse", "microaneurysms",
+                                "motorcycle_right", "page", "phantom", "text")
 HELDOUT_PHOTOS = ("ihc", "gravel", "logo", "color", "camera", "moon")
+TRAIN_SHOT = (8, 64)  # shot lengths of `shots` training haystacks, in frames
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,10 @@ class TaskOptions:
     max_frames: int = 128
     size: int = 64  # frame side in pixels
     kinds: tuple[str, ...] = VIDEO_KINDS
-    haystacks: tuple[str, ...] = HAYSTACKS
+    haystacks: tuple[str, ...] = ("motion", "photo")
     photos: tuple[str, ...] = TRAIN_PHOTOS
     attributes: tuple[str, ...] = ATTRIBUTES  # what needle/attribute questions may ask about
+    augment: bool = False  # random flips, turns, channel order, tint and contrast of every photo pan
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +79,8 @@ class TaskOptions:
             raise OptionError(f"haystacks are among {HAYSTACKS}, got {list(self.haystacks)}")
         if not self.attributes or set(self.attributes) - set(ATTRIBUTES):
             raise OptionError(f"attributes are among {ATTRIBUTES}, got {list(self.attributes)}")
+        if not self.photos:
+            raise OptionError("photos must name at least one scikit-image sample photo")
         if self.size < 32:
             raise OptionError(f"frame size must be at least 32 pixels, got {self.size}")
 
@@ -84,7 +94,7 @@ class Event:
 @dataclass(frozen=True)
 class VideoTask:
     frames: int
-    haystack: str  # "motion" or "photo:<name>"
+    haystack: str  # "motion", "photo:<name>" or "shots"
     events: tuple[Event, ...]
     question: str
     answer: str  # option letter
@@ -103,12 +113,12 @@ def photo_path(name: str) -> Path:
     raise OptionError(f"scikit-image ships no sample photo named {name!r} in {folder}")
 
 
-def haystack_frames(kind: str, frames: int, size: int, rng: random.Random) -> np.ndarray:
-    """(frames, size, size, 3) uint8: drifting blobs, or a slow pan/zoom across a photo."""
+def haystack_frames(kind: str, frames: int, size: int, rng: random.Random, augment: bool = False) -> np.ndarray:
+    """(frames, size, size, 3) uint8: drifting blobs, or a slow pan/zoom across a photo (`augment`: the pan
+    randomly flipped, turned and recoloured)."""
     if kind == "motion":
         return _motion(frames, size, np.random.default_rng(rng.getrandbits(32)))
-    with Image.open(photo_path(kind.removeprefix("photo:"))) as image:
-        photo = np.asarray(image.convert("RGB"))
+    photo = _photo(kind.removeprefix("photo:"))
     height, width = photo.shape[:2]
     side = int(min(height, width) * rng.uniform(0.45, 0.8))
     start = np.array([rng.uniform(0, height - side), rng.uniform(0, width - side)])
@@ -118,7 +128,31 @@ def haystack_frames(kind: str, frames: int, size: int, rng: random.Random) -> np
         top, left = (start + (stop - start) * i / max(frames - 1, 1)).astype(int)
         crop = photo[top:top + side, left:left + side]
         out[i] = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BILINEAR))
-    return out
+    return augment_photo(out, np.random.default_rng(rng.getrandbits(32))) if augment else out
+
+
+@functools.lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray:
+    with Image.open(photo_path(name)) as image:
+        photo = np.asarray(image.convert("RGB"))
+    photo.flags.writeable = False
+    return photo
+
+
+def augment_photo(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(..., H, W, 3) uint8 pixels (a photo, or the frames of a pan) flipped, turned, with their channels
+    reordered, tinted and their contrast changed, or in grey; the same change for every frame."""
+    pixels = np.rot90(pixels, rng.integers(4), axes=(-3, -2))
+    pixels = pixels[..., ::-1, :] if rng.random() < 0.5 else pixels
+    pixels = pixels[..., rng.permutation(3)].astype(np.float32)
+    if rng.random() < 0.15:
+        pixels = pixels.mean(-1, keepdims=True).repeat(3, -1)
+    mean = pixels.mean()
+    pixels = (pixels - mean) * rng.uniform(0.6, 1.4) + mean * rng.uniform(0.7, 1.3)
+    pixels = pixels * rng.uniform(0.7, 1.3, 3) + rng.uniform(-30, 30, 3)
+    if rng.random() < 0.2:
+        pixels = 255 - pixels
+    return np.ascontiguousarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def _motion(frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -212,23 +246,28 @@ def _mcq(rng: random.Random, stem: str, right: str, domain: tuple[str, ...],
     return f"{stem}\n{block}{ANSWER_TAIL}", letter
 
 
-def render(task: VideoTask, size: int, rng: random.Random) -> np.ndarray:
-    """The task's frames: the haystack with each event's picture over its whole clip."""
-    frames = haystack_frames(task.haystack, task.frames, size, rng)
+def render(task: VideoTask, size: int, rng: random.Random, photos: tuple[str, ...] = TRAIN_PHOTOS,
+           augment: bool = False) -> np.ndarray:
+    """The task's frames: the haystack (`shots` of motion and pans over `photos`) with each event's picture over
+    its whole clip."""
+    if task.haystack == "shots":
+        frames = shot_haystack(task.frames, size, rng, photos, TRAIN_SHOT, augment)
+    else:
+        frames = haystack_frames(task.haystack, task.frames, size, rng, augment)
     for event in task.events:
         frames[event.clip * CLIP:(event.clip + 1) * CLIP] = np.asarray(draw_picture(event.spec, size))
     return frames
 
 
 def shot_haystack(frames: int, size: int, rng: random.Random, photos: tuple[str, ...] = HELDOUT_PHOTOS,
-                  shot: tuple[int, int] = (32, 128)) -> np.ndarray:
+                  shot: tuple[int, int] = (32, 128), augment: bool = False) -> np.ndarray:
     """(frames, size, size, 3) uint8: a haystack cut into shots of `shot` frames, each motion or a photo pan."""
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
     start = 0
     while start < frames:
         length = min(rng.randint(*shot), frames - start)
         kind = rng.choice(("motion", *(f"photo:{name}" for name in photos)))
-        out[start:start + length] = haystack_frames(kind, length, size, rng)
+        out[start:start + length] = haystack_frames(kind, length, size, rng, augment)
         start += length
     return out
 
@@ -277,7 +316,7 @@ def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progre
         record: dict = {"id": i, "kind": task.kind}
         placeholder = ""
         if task.frames:
-            frames = render(task, options.size, rng)
+            frames = render(task, options.size, rng, options.photos, options.augment)
             record["video"] = f"videos/{i:05d}.mp4"
             write_video(out / record["video"], task.frames, fps=1.0, width=options.size, height=options.size,
                         gop=CLIP * 4, frame_fn=lambda k, frames=frames: frames[k])
