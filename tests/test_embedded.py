@@ -39,17 +39,17 @@ def test_shipped_files_are_an_official_checkpoint_under_the_size_limit() -> None
     assert model.tokenizer is not None and model.model.config.vision.image_size == embedded.SIZE
 
 
-def test_the_model_reads_colours_in_unseen_videos(tmp_path) -> None:
+def test_the_model_reads_colours_and_shapes_in_unseen_videos(tmp_path) -> None:
     model = hico.load(embedded.embedded_path())
     described = asked = 0
     for seed in range(6):
         spec, _ = write_demo_video(tmp_path / f"{seed}.mp4", frames=64, seed=1000 + seed)
         memory = model.encode_video(tmp_path / f"{seed}.mp4", SamplingOptions.plain(num_frames=64))
         words = re.fullmatch(rf"an? ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})", model.answer(memory, CAPTION_QUESTION))
-        described += words is not None and words.group(1) == spec.colour
-        question = f"Find the frame of {spec.caption('colour')}. {QUESTIONS['colour']}"
-        asked += model.answer(memory, question) == spec.colour
-    assert described >= 5 and asked >= 5  # chance is 1 in 8 each
+        described += words is not None and words.groups() == (spec.colour, spec.shape)
+        asked += all(model.answer(memory, f"Find the frame of {spec.caption(name)}. {QUESTIONS[name]}") ==
+                     spec.value(name) for name in ("colour", "shape"))
+    assert described >= 5 and asked >= 5  # chance is 1 in 48 each
 
 
 def test_missing_model_names_the_fix(tmp_path, monkeypatch) -> None:
@@ -91,10 +91,11 @@ def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
     assert not (tmp_path / "other").exists()
 
 
-def test_tower_pretraining_trains_only_the_tower_and_learns(tmp_path) -> None:
+@pytest.mark.parametrize("photos", [(), ("coffee", "brick")], ids=["pictures", "pictures-and-haystack"])
+def test_tower_pretraining_trains_only_the_tower_and_learns(tmp_path, photos) -> None:
     source = embedded.initial_checkpoint(tmp_path / "init")
-    losses = embedded.pretrain_tower(source, tmp_path / "tower", steps=60, batch=16, progress=False)
-    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10  # shape + colour cross-entropy falls
+    losses = embedded.pretrain_tower(source, tmp_path / "tower", steps=60, batch=16, progress=False, photos=photos)
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10  # shape + colour (+ picture or not) loss falls
     with safe_open(str(source / "model.safetensors"), "pt") as before, \
             safe_open(str(tmp_path / "tower" / "model.safetensors"), "pt") as after:
         changed = {k for k in before.keys() if not before.get_tensor(k).equal(after.get_tensor(k))}

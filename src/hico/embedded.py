@@ -6,16 +6,21 @@ package so `hico chat`, `hico niah run` and `make demo` work the moment hico is 
 The recipe (`recipe()`) runs `hico train` stage by stage from a random checkpoint in the official layout (with
 a BPE tokenizer trained on the synthetic prompts), each stage on data that `hico.synthqa` writes with its own
 seed: one picture filling one clip of a 1 fps haystack, named ("a red circle") or asked about without options.
-`--tower-steps N` first pretrains the tower as a picture classifier (`pretrain_tower`); that teaches the model
-shapes but costs it the colours of needles in long haystacks, so the shipped model was made without it.
+Haystacks are varied: pans over 19 training photos, each randomly flipped, turned and recoloured, drifting
+blobs, and cuts between them.
 
+0. `tower`: the tower alone learns to classify pictures (shape, colour) and to tell them from haystack clips
+   (`pretrain_tower`, 400 steps), as released towers come pretrained; trained through the language loss alone
+   it never learns shapes;
 1. `align` (stage-1 preset; tower, projector and LLM: the toy LLM is not pre-trained): 8-frame videos;
 2. `short` (stage-2 preset): 8-32-frame videos;
 3. `long` (stage-3 preset; projector and LLM): 32-128-frame videos, the longest the model ever trains on.
 
-The model is a toy: it names the colours of `hico.niah.synthetic` pictures in synthetic videos (trained on up to
-128 frames; right up to 4,096 with the YaRN scaling `install` adds and its in-LLM dropout) and nothing else
-(docs/tiny-model.md). Use a released VideoChat-Flash checkpoint (`--model FOLDER`) for real videos.
+The model is a toy: it names the colour and shape of `hico.niah.synthetic` pictures in synthetic videos (trained
+on up to 128 frames; right up to 4,096 with the YaRN scaling `install` adds and its in-LLM dropout) and nothing
+else (docs/tiny-model.md). `--scenes plain --tower-steps 0` is the earlier recipe (9 photos as they are, no tower
+pretraining: colours only), kept for the ablations. Use a released VideoChat-Flash checkpoint (`--model FOLDER`)
+for real videos.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from p
 VOCAB = 512
 SIZE = 64  # frame side of the synthetic videos and of the tower's input
 ALIGN, SHORT, LONG = 5000, 5000, 2500  # samples per stage
-TOWER_STEPS = 400  # steps of 32 pictures that teach the tower shapes (`--tower-steps`; not in the shipped recipe)
+TOWER_STEPS = 400  # steps of 32 pictures (+ 16 haystack clips) that teach the tower shapes (`--tower-steps`)
 # Added to the installed config.json only (inference): YaRN over the 2,112 tokens of the longest training video,
 # stretched 32x (65,600 tokens = 4,096 frames). Without it the model loses the picture beyond about 512 frames.
 LONG_CONTEXT = {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 2112}
@@ -82,7 +87,7 @@ class Step:
     overrides: dict = field(default_factory=dict)
 
 
-def recipe(scale: float = 1.0, varied: bool = False) -> tuple[Step, ...]:
+def recipe(scale: float = 1.0, varied: bool = True) -> tuple[Step, ...]:
     """The stages; `scale` multiplies the sample counts (tests run the recipe at a small scale). `varied` draws
     haystacks from `VARIED_PHOTOS`, randomly recoloured, and cut into shots as well."""
     def count(n: int) -> int:
@@ -205,7 +210,7 @@ def claim_work_folder(work: Path, settings: dict) -> None:
 
 
 def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool = True,
-         projector: str = "tome16_mlp_hd64", tower_steps: int = 0, varied: bool = False) -> Path:
+         projector: str = "tome16_mlp_hd64", tower_steps: int = TOWER_STEPS, varied: bool = True) -> Path:
     """Run the whole recipe in `work` (resumable: finished stages are kept) and copy the result to `out`.
 
     `tower_steps` > 0 pretrains the tower as a picture classifier first (step `00-tower`); `varied` trains on
@@ -270,18 +275,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (smoke runs)")
     parser.add_argument("--projector", choices=("tome16_mlp_hd64", "avgpool16_mlp"), default="tome16_mlp_hd64",
                         help="avgpool16_mlp: average pooling instead of clip-level merging (the ablation baseline)")
-    parser.add_argument("--tower-steps", type=int, default=0,
+    parser.add_argument("--tower-steps", type=int, default=TOWER_STEPS,
                         help="pretrain the tower as a picture classifier for this many steps of 32 pictures first "
-                             f"(0: the shipped recipe; {TOWER_STEPS} teaches shapes, but the model then misreads "
-                             "colours in long videos)")
-    parser.add_argument("--varied", action="store_true",
-                        help="train on varied scenes: more photos, randomly recoloured, cut into shots")
+                             "(0: no pretraining; the model then cannot read shapes)")
+    parser.add_argument("--scenes", choices=("varied", "plain"), default="varied",
+                        help="training haystacks: varied (19 photos, randomly recoloured, cut into shots) or plain "
+                             "(9 photos as they are; the model then overfits them when its tower is pretrained)")
     args = parser.parse_args(argv)
     if args.tower_steps < 0:
         parser.error("--tower-steps must be >= 0")
     try:
         out = make(args.out, args.work, args.scale, projector=args.projector, tower_steps=args.tower_steps,
-                   varied=args.varied)
+                   varied=args.scenes == "varied")
         print(f"wrote {out}")
     except HicoError as exc:
         print(f"error: {exc}", file=sys.stderr)
