@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from hico.embedded import TOWER_STEPS, make, recipe
+from hico.embedded import SCENES, TOWER_STEPS, make, recipe
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "recipe"
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (smoke runs)")
     parser.add_argument("--tower-steps", type=int, default=TOWER_STEPS,
                         help="as `python -m hico.embedded --tower-steps`")
-    parser.add_argument("--scenes", choices=("varied", "plain"), default="varied",
+    parser.add_argument("--scenes", choices=SCENES, default="varied",
                         help="as `python -m hico.embedded --scenes`")
     args = parser.parse_args()
     if args.work.exists():

@@ -43,6 +43,7 @@ ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from p
 VOCAB = 512
 SIZE = 64  # frame side of the synthetic videos and of the tower's input
 ALIGN, SHORT, LONG = 5000, 5000, 2500  # samples per stage
+SCENES = ("varied", "plain")  # training haystacks (`--scenes`; `recipe(varied=...)`)
 TOWER_STEPS = 400  # steps of 32 pictures (+ 16 haystack clips) that teach the tower shapes (`--tower-steps`)
 # Added to the installed config.json only (inference): YaRN over the 2,112 tokens of the longest training video,
 # stretched 32x (65,600 tokens = 4,096 frames). Without it the model loses the picture beyond about 512 frames.
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tower-steps", type=int, default=TOWER_STEPS,
                         help="pretrain the tower as a picture classifier for this many steps of 32 pictures first "
                              "(0: no pretraining; the model then cannot read shapes)")
-    parser.add_argument("--scenes", choices=("varied", "plain"), default="varied",
+    parser.add_argument("--scenes", choices=SCENES, default="varied",
                         help="training haystacks: varied (19 photos, randomly recoloured, cut into shots) or plain "
                              "(9 photos as they are; the model then overfits them when its tower is pretrained)")
     args = parser.parse_args(argv)
