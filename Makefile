@@ -17,9 +17,9 @@ demo: $(STAMP)
 	$(BIN)/hico probe sample/picture.mp4 | head -n 12
 	$(BIN)/hico chat sample/picture.mp4 "Describe the picture in the video."
 
-# Retrain the embedded toy model from scratch (about 56 minutes on 2 CPU cores); replaces src/hico/embedded/.
+# Retrain the embedded toy model from scratch (about 56 minutes on 2 CPU cores); replaces src/hico/embedded/weights/.
 tiny-model: $(STAMP)
-	$(BIN)/python -m hico.embedded --work build/tiny-model --out src/hico/embedded
+	$(BIN)/python -m hico.embedded --work build/tiny-model --out src/hico/embedded/weights
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -18,12 +18,12 @@ from datetime import date
 from pathlib import Path
 
 import hico
-from hico import synth
+from hico.synthetic import videos
 from hico.niah.build import GridOptions, build
 from hico.niah.records import load_needles
 from hico.niah.run import RunOptions, read_results, run
 from hico.niah.synthetic import NeedleSetOptions, write_needle_set
-from hico.tiny import tiny_official_config, write_random_checkpoint
+from hico.synthetic.checkpoints import tiny_official_config, write_random_checkpoint
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 HAYSTACK_FRAMES = 10_000
@@ -35,7 +35,7 @@ def inputs() -> tuple[Path, Path, Path]:
     CACHE.mkdir(exist_ok=True)
     haystack = CACHE / f"niah_haystack_{HAYSTACK_FRAMES}.mp4"
     if not haystack.exists():
-        synth.write_video(haystack, HAYSTACK_FRAMES, fps=1.0, width=128, height=128, gop=250, progress=True)
+        videos.write_video(haystack, HAYSTACK_FRAMES, fps=1.0, width=128, height=128, gop=250, progress=True)
     needles = CACHE / "niah-needles"
     if not needles.exists():
         write_needle_set(needles, NeedleSetOptions(single=1, multi=0, size=128, seed=0))
@@ -72,7 +72,7 @@ def main() -> None:
     lines = ["## NIAH at 10,000 frames on a CPU", "",
              f"Command: `python bench/niah.py --frames {args.frames} --depths {args.depths} --dropout "
              f"{' '.join(args.dropout)}`. Machine: {platform.machine()}, 2 CPU cores, no GPU, float32. Date: "
-             f"{date.today()}. Model: tiny random hico checkpoint (`hico.tiny`: UMT 2 layers width 64 at 64 px, "
+             f"{date.today()}. Model: tiny random hico checkpoint (`hico.synthetic.checkpoints`: UMT 2 layers width 64 at 64 px, "
              "Qwen2 4 layers hidden 64, 4 heads). Haystack: a generated 10,000 s video at 1 fps, 128x128 H.264. "
              "Needle: one synthetic single-hop needle (`hico niah needles`), embedding mode. Dropout `model` = "
              "uniform0_attention after layers [1, 2], ratios [1, 0.5, 0.25]; `off` = the official NIAH protocol.",

@@ -16,7 +16,7 @@ import torch
 
 from hico.compress import DropSchedule
 from hico.model import IMAGE_TOKEN_INDEX
-from hico.tiny import random_model, tiny_official_config
+from hico.synthetic.checkpoints import random_model, tiny_official_config
 
 TEXT_BEFORE, TEXT_AFTER = 14, 30  # system header before the video, time message + question after it
 

@@ -18,7 +18,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from hico.embedded import SCENES, TOWER_STEPS, make, recipe
+from hico.embedded.recipe import SCENES, TOWER_STEPS, make, recipe
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "recipe"
 

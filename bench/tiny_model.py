@@ -1,6 +1,6 @@
 """NIAH quality and cost of the embedded toy model on held-out synthetic haystacks.
 
-Held out from training: the haystack (`hico.synthqa.write_haystack`: shots of procedural motion and pans over
+Held out from training: the haystack (`hico.synthetic.tasks.write_haystack`: shots of procedural motion and pans over
 scikit-image photos never used in training, other seeds) and the needles (`hico niah needles`, another seed,
 colour and shape questions). The model trained on videos of at most 128 frames.
 
@@ -25,13 +25,15 @@ import time
 from pathlib import Path
 
 import hico
-from hico.embedded import ATTRIBUTES, embedded_path
+from hico.embedded import embedded_path
+from hico.embedded.recipe import ATTRIBUTES
 from hico.niah.build import GridOptions, build, load_benchmark
 from hico.niah.records import load_needles
 from hico.niah.report import heatmap, report
 from hico.niah.run import RunOptions, read_results, run
-from hico.niah.synthetic import QUESTIONS, NeedleSetOptions, write_needle_set
-from hico.synthqa import HELDOUT_PHOTOS, TRAIN_PHOTOS, write_haystack
+from hico.niah.synthetic import NeedleSetOptions, write_needle_set
+from hico.synthetic.pictures import QUESTIONS
+from hico.synthetic.tasks import HELDOUT_PHOTOS, TRAIN_PHOTOS, write_haystack
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "tiny-model"
 HAYSTACK_SEED, NEEDLE_SEED = 101, 202  # training used seeds 1-3
@@ -99,7 +101,7 @@ def describe(model, videos: int, frames: int, name: str) -> None:
     """Colour and shape words right when the model describes unseen demo videos (one picture each)."""
     import tempfile
 
-    from hico.synthqa import CAPTION_QUESTION, write_demo_video
+    from hico.synthetic.tasks import CAPTION_QUESTION, write_demo_video
     from hico.video import SamplingOptions
 
     colour = shape = 0

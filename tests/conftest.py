@@ -1,6 +1,6 @@
 """Shared test media, written once per test session into a temporary folder (never downloaded, never committed).
 
-Every video frame i shows the frame code i (`hico.synth.read_frame_code`), so a test can tell exactly which
+Every video frame i shows the frame code i (`hico.videos.read_frame_code`), so a test can tell exactly which
 source frame a decoder returned. Frames are small (128x80, a 12-bit code) to keep the session fast.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
-from hico import synth
+from hico.synthetic import videos
 
 WIDTH, HEIGHT = 128, 80
 BITS = 12
@@ -36,7 +36,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _write(path: Path, frames: int, **kwargs) -> Path:
     kwargs = {"width": WIDTH, "height": HEIGHT, "bits": BITS, "fps": FPS, **kwargs}
-    return synth.write_video(path, frames, **kwargs)
+    return videos.write_video(path, frames, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -75,15 +75,15 @@ def one_frame_mp4(media: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def gif_file(media: Path) -> Path:
-    return synth.write_gif(media / "anim.gif", GIF_FRAMES, width=WIDTH, height=HEIGHT, frame_ms=GIF_FRAME_MS,
+    return videos.write_gif(media / "anim.gif", GIF_FRAMES, width=WIDTH, height=HEIGHT, frame_ms=GIF_FRAME_MS,
                            bits=BITS)
 
 
 @pytest.fixture(scope="session")
 def frame_folder(media: Path) -> Path:
-    return synth.write_frame_folder(media / "frames", FOLDER_FRAMES, width=WIDTH, height=HEIGHT, bits=BITS)
+    return videos.write_frame_folder(media / "frames", FOLDER_FRAMES, width=WIDTH, height=HEIGHT, bits=BITS)
 
 
 @pytest.fixture(scope="session")
 def audio_only(media: Path) -> Path:
-    return synth.write_audio_only(media / "audio_only.m4a", seconds=0.5)
+    return videos.write_audio_only(media / "audio_only.m4a", seconds=0.5)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import hico
-from hico import synth
+from hico.synthetic import videos
 from hico.memory import VideoMemory
 from hico.generate import GenerationOptions
-from hico.tiny import write_random_checkpoint
+from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.video import SamplingOptions
 
 SHORT = GenerationOptions(max_new_tokens=6)
@@ -26,7 +26,7 @@ def model(tmp_path_factory) -> hico.Hico:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
-    return synth.write_video(tmp_path_factory.mktemp("api") / "v.mp4", 90, fps=10, width=128, height=80, bits=12)
+    return videos.write_video(tmp_path_factory.mktemp("api") / "v.mp4", 90, fps=10, width=128, height=80, bits=12)
 
 
 def test_encode_video_gives_16_tokens_per_frame(model, video) -> None:

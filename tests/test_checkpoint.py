@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import hico
 from hico.checkpoint import CheckpointError, HicoConfig, hico_to_official, official_to_hico
-from hico.tiny import random_model, tiny_official_config, write_random_checkpoint
+from hico.synthetic.checkpoints import random_model, tiny_official_config, write_random_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from hico.conformance import main, run
 from hico.model import IMAGE_TOKEN_INDEX
-from hico.tiny import tiny_official_config, write_random_checkpoint
+from hico.synthetic.checkpoints import tiny_official_config, write_random_checkpoint
 
 SHARED = Path(os.environ.get("HICO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = sorted(p.parent for p in (SHARED / "conformance").glob("*/reference.safetensors"))

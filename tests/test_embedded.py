@@ -7,16 +7,16 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from safetensors import safe_open
 
 import hico
 import hico.embedded as embedded
+from hico.embedded import recipe
 from hico.errors import HicoError
-from hico.niah.synthetic import COLOURS, QUESTIONS, SHAPES
-from hico.synthqa import CAPTION_QUESTION, write_demo_video
+from hico.synthetic.pictures import COLOURS, QUESTIONS, SHAPES
+from hico.synthetic.tasks import CAPTION_QUESTION, write_demo_video
 from hico.video import SamplingOptions
 
 MAX_BYTES = 25 * 2**20
@@ -27,16 +27,16 @@ def test_shipped_files_are_an_official_checkpoint_under_the_size_limit() -> None
     size = sum(path.stat().st_size for path in folder.iterdir())
     assert size <= MAX_BYTES
     config = json.loads((folder / "config.json").read_text())
-    assert config["architectures"] == ["VideoChatFlashQwenForCausalLM"] and config["vocab_size"] == embedded.VOCAB
-    assert config["rope_scaling"] == embedded.LONG_CONTEXT
-    recipe = embedded.toy_config()  # what `make tiny-model` would write, apart from install's RoPE entries
+    assert config["architectures"] == ["VideoChatFlashQwenForCausalLM"] and config["vocab_size"] == recipe.VOCAB
+    assert config["rope_scaling"] == recipe.LONG_CONTEXT
+    expected = recipe.toy_config()  # what `make tiny-model` would write, apart from install's RoPE entries
     assert {k: v for k, v in config.items() if k not in ("rope_scaling", "max_position_embeddings")} == \
-        {k: v for k, v in recipe.items() if k != "max_position_embeddings"}
+        {k: v for k, v in expected.items() if k != "max_position_embeddings"}
     with safe_open(str(folder / "model.safetensors"), "pt") as weights:
         names = set(weights.keys())
     assert "model.mm_projector.mlp.0.weight" in names and "lm_head.weight" in names
     model = hico.load(folder)
-    assert model.tokenizer is not None and model.model.config.vision.image_size == embedded.SIZE
+    assert model.tokenizer is not None and model.model.config.vision.image_size == recipe.SIZE
 
 
 def test_the_model_reads_colours_and_shapes_in_unseen_videos(tmp_path) -> None:
@@ -53,7 +53,7 @@ def test_the_model_reads_colours_and_shapes_in_unseen_videos(tmp_path) -> None:
 
 
 def test_missing_model_names_the_fix(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(embedded, "EMBEDDED", tmp_path / "gone")
+    monkeypatch.setattr(embedded, "WEIGHTS", tmp_path / "gone")
     with pytest.raises(HicoError, match="make tiny-model"):
         embedded.embedded_path()
 
@@ -68,33 +68,39 @@ def test_chat_uses_the_embedded_model_by_default(tmp_path) -> None:
 
 
 def test_recipe_runs_end_to_end_at_a_small_scale(tmp_path) -> None:
-    out = embedded.make(tmp_path / "out", tmp_path / "work", scale=0.002, tower_steps=2, progress=False)
+    done = subprocess.run([sys.executable, "-m", "hico.embedded", "--work", str(tmp_path / "work"), "--out",
+                           str(tmp_path / "out"), "--scale", "0.002", "--tower-steps", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} == set(embedded.FILES)
-    steps = [step.name for step in embedded.recipe()]
+    shipped = json.loads((embedded.embedded_path() / "config.json").read_text())
+    assert json.loads((out / "config.json").read_text()) == shipped  # the recipe still makes the shipped config
+    steps = [step.name for step in recipe.recipe()]
     assert [p.name for p in sorted((tmp_path / "work").glob("0*"))] == ["00-init", "00-tower"] + \
         [f"{i:02d}-{name}" for i, name in enumerate(steps, 1)]
     model = hico.load(out)
-    assert model.model.config.llm["rope_theta"] == embedded.toy_config()["rope_theta"]
+    assert model.model.config.llm["rope_theta"] == recipe.toy_config()["rope_theta"]
     assert model.model.llm.config.rope_parameters["rope_type"] == "yarn"  # added at install, for inference
     assert "rope_scaling" not in json.loads((tmp_path / "work" / "03-long" / "config.json").read_text())
     with safe_open(str(out / "model.safetensors"), "pt") as weights:
         assert all(weights.get_tensor(k).dtype.itemsize == 2 for k in weights.keys())
     first = (out / "model.safetensors").read_bytes()
-    embedded.make(tmp_path / "again", tmp_path / "work", scale=0.002, tower_steps=2, progress=False)  # resumed
+    recipe.make(tmp_path / "again", tmp_path / "work", scale=0.002, tower_steps=2, progress=False)  # resumed
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == first
     with pytest.raises(HicoError, match="other settings"):  # stages of another recipe are never resumed
-        embedded.make(tmp_path / "other", tmp_path / "work", scale=0.002, progress=False)
+        recipe.make(tmp_path / "other", tmp_path / "work", scale=0.002, progress=False)
     (tmp_path / "stray").mkdir()
     (tmp_path / "stray" / "01-align").mkdir()
     with pytest.raises(HicoError, match="no recipe.json"):
-        embedded.make(tmp_path / "other", tmp_path / "stray", scale=0.002, progress=False)
+        recipe.make(tmp_path / "other", tmp_path / "stray", scale=0.002, progress=False)
     assert not (tmp_path / "other").exists()
 
 
 @pytest.mark.parametrize("photos", [(), ("coffee", "brick")], ids=["pictures", "pictures-and-haystack"])
 def test_tower_pretraining_trains_only_the_tower_and_learns(tmp_path, photos) -> None:
-    source = embedded.initial_checkpoint(tmp_path / "init")
-    losses = embedded.pretrain_tower(source, tmp_path / "tower", steps=60, batch=16, progress=False, photos=photos)
+    source = recipe.initial_checkpoint(tmp_path / "init")
+    losses = recipe.pretrain_tower(source, tmp_path / "tower", steps=60, batch=16, progress=False, photos=photos)
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10  # shape + colour (+ picture or not) loss falls
     with safe_open(str(source / "model.safetensors"), "pt") as before, \
             safe_open(str(tmp_path / "tower" / "model.safetensors"), "pt") as after:

@@ -8,7 +8,7 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb, eager
 
 from hico.compress import DropSchedule
 from hico.model import IMAGE_TOKEN_INDEX
-from hico.tiny import random_model, tiny_official_config
+from hico.synthetic.checkpoints import random_model, tiny_official_config
 
 VISUAL = 48  # visual tokens in the test prompts (3 clips)
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import hico
-from hico import synth
+from hico.synthetic import videos
 from hico.errors import HicoError, OptionError
 from hico.niah.build import GridOptions, build, insert_offsets, load_benchmark, needle_positions, plan_cases
 from hico.niah.records import load_needles
@@ -24,7 +24,7 @@ from hico.niah.report import report, summarize
 from hico.niah.run import (OPEN_MAX_TOKENS, RunOptions, ask, ask_open, normalize_answer, open_question, read_results,
                            run, splice)
 from hico.prompt import niah_prompt, tokenize
-from hico.tiny import write_random_checkpoint
+from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.video.preprocess import preprocess
 
 SHARED = Path(os.environ.get("HICO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -39,7 +39,7 @@ QUESTION = "Find the frame of a square. What colour is it?\nOptions: (A) red\n(B
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("niah")
-    synth.write_video(root / "hay.mp4", HAY_FRAMES, fps=HAY_FPS, width=128, height=128, bits=BITS)
+    videos.write_video(root / "hay.mp4", HAY_FRAMES, fps=HAY_FPS, width=128, height=128, bits=BITS)
     (root / "single").mkdir()
     (root / "multi").mkdir()
     Image.new("RGB", (96, 64), MAGENTA).save(root / "single" / "magenta.png")
@@ -128,7 +128,7 @@ def _codes(path: Path) -> list[int | None]:
     """Frame code of every frame of a video, None for a frame that shows a needle (a flat colour)."""
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    return [None if f.reshape(-1, 3).std(axis=0).max() < 12 else synth.read_frame_code(f, BITS) for f in frames]
+    return [None if f.reshape(-1, 3).std(axis=0).max() < 12 else videos.read_frame_code(f, BITS) for f in frames]
 
 
 def test_video_mode_puts_the_needle_at_the_expected_frame(tmp_path, data, model) -> None:
@@ -271,9 +271,9 @@ def test_cli_errors_are_one_line(tmp_path, data) -> None:
 @pytest.mark.slow
 def test_ten_thousand_frames_through_the_cli(tmp_path) -> None:
     """The documented 10,000-frame case on a CPU, every step through the `hico` command (about 3 minutes)."""
-    from hico.tiny import tiny_official_config
+    from hico.synthetic.checkpoints import tiny_official_config
 
-    synth.write_video(tmp_path / "hay.mp4", 10_000, fps=1.0, width=128, height=128, gop=250)
+    videos.write_video(tmp_path / "hay.mp4", 10_000, fps=1.0, width=128, height=128, gop=250)
     dropout = {"mm_llm_compress": True, "llm_compress_type": "uniform0_attention", "llm_compress_layer_list": [1, 2],
                "llm_image_token_ratio_list": [1.0, 0.5, 0.25]}
     write_random_checkpoint(tmp_path / "tiny", tiny_official_config(dropout=dropout), seed=0)

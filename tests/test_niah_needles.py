@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from hico.errors import OptionError
-from hico.niah.synthetic import (
-    BACKGROUNDS,
-    SHAPES,
-    NeedleSetOptions,
-    PictureSpec,
-    draw_picture,
-    plan_needle_set,
-    write_needle_set,
-)
+from hico.niah.synthetic import NeedleSetOptions, plan_needle_set, write_needle_set
 
 OPTIONS = NeedleSetOptions(single=12, multi=4, hops=(2, 3, 5), size=64, seed=3)
 TAIL = r"\nOnly give the best option\. Best option: \($"
@@ -31,9 +22,7 @@ MULTI2_RE = re.compile(
     MULTI_HEAD + r"answer the following question based on the final frame: (.+\?)\n" + OPTION_BLOCK + TAIL
 )
 HOP_RE = re.compile(r"^multi/niah_(\d+)_(\d+)_(p\d+)\.png$")
-# An independent table (web colours) to name what is drawn.
-WEB = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
-       "purple": (128, 0, 128), "orange": (255, 165, 0), "white": (255, 255, 255), "black": (0, 0, 0)}
+
 
 
 @pytest.fixture(scope="module")
@@ -136,23 +125,6 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="already exists"):
         write_needle_set(tmp_path, NeedleSetOptions(single=1, multi=0, size=32))
     assert existing.read_text() == "mine" and not (tmp_path / "niah-synthetic-singlehop.json").exists()
-
-
-def nearest(rgb: tuple[int, int, int]) -> str:
-    return min(WEB, key=lambda name: sum((a - b) ** 2 for a, b in zip(rgb, WEB[name], strict=True)))
-
-
-@pytest.mark.parametrize("colour", list(WEB))
-def test_shape_colour_at_centre_and_contrast(colour: str) -> None:
-    """Inside a central disc (within every shape) the pixels that two symbols leave alike show the shape colour."""
-    disc = [(x, y) for x in range(34, 62) for y in range(34, 62) if (x - 47.5) ** 2 + (y - 47.5) ** 2 <= 14**2]
-    for i, shape in enumerate(SHAPES):
-        spec = PictureSpec(BACKGROUNDS[i % len(BACKGROUNDS)], shape, colour, "1")
-        one, zero = draw_picture(spec, 96), draw_picture(PictureSpec(spec.background, shape, colour, "0"), 96)
-        alike = Counter(nearest(one.getpixel(p)) for p in disc if one.getpixel(p) == zero.getpixel(p))
-        assert alike[colour] >= 0.9 * alike.total() and alike[colour] > len(disc) / 4, (spec, alike)
-        for image in (one, zero):
-            assert nearest(image.getpixel((1, 1))) != colour and nearest(image.getpixel((94, 94))) != colour
 
 
 def test_attributes_limit_what_is_asked() -> None:

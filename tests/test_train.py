@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import hico
-from hico import synth
+from hico.synthetic import videos
 from hico.compress import DropSchedule
 from hico.errors import OptionError
-from hico.tiny import write_random_checkpoint
+from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.train.dataset import ConversationDataset, TrainingDataError, collate, prepare
 from hico.train.data import load_conversations
 from hico.train.engine import TrainingModel, build_model
@@ -27,7 +27,7 @@ from hico.train.run import train
 from hico.train.stages import load_stage, parse_overrides
 from hico.video import SamplingOptions
 
-COLOURS, QUESTION = synth.COLOURS, synth.COLOUR_QUESTION
+COLOURS, QUESTION = videos.COLOURS, videos.COLOUR_QUESTION
 FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "warmup_ratio": 0.0,
         "logging_steps": 4, "save_steps": 1000, "lr": 2e-3, "vision_lr": 1e-3}
 
@@ -36,7 +36,7 @@ FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "war
 def task(tmp_path_factory) -> Path:
     """16 two-second videos of one solid colour each; the answer is the colour's name."""
     root = tmp_path_factory.mktemp("train")
-    synth.write_colour_task(root)
+    videos.write_colour_task(root)
     write_random_checkpoint(root / "tiny", seed=0)
     return root
 

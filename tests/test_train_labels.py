@@ -7,7 +7,7 @@ import torch
 
 from hico.model import IMAGE_TOKEN_INDEX
 from hico.prompt import chat_prompt, tokenize
-from hico.tiny import train_tokenizer
+from hico.synthetic.checkpoints import train_tokenizer
 from hico.train.data import Sample
 from hico.train.labels import IGNORE_INDEX, encode_sample
 

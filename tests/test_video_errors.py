@@ -19,7 +19,7 @@ from PIL import Image
 import hico.video.metadata as metadata_module
 import hico.video.reader as reader_module
 from conftest import BITS, FPS, HEIGHT, LONG_FRAMES, WIDTH
-from hico import synth
+from hico.synthetic import videos
 from hico.cli import main
 from hico.errors import (
     CorruptVideoError,
@@ -75,7 +75,7 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def plain_mp4(broken: Path) -> Path:
     """An ordinary mp4: the index (moov) is written after the frame data (mdat)."""
-    path = synth.write_video(broken / "plain.mp4", SOURCE_FRAMES, width=WIDTH, height=HEIGHT, bits=BITS,
+    path = videos.write_video(broken / "plain.mp4", SOURCE_FRAMES, width=WIDTH, height=HEIGHT, bits=BITS,
                              gop=SOURCE_GOP)
     data = path.read_bytes()
     assert 0 < data.find(b"mdat") < data.find(b"moov")
@@ -85,7 +85,7 @@ def plain_mp4(broken: Path) -> Path:
 @pytest.fixture(scope="module")
 def faststart_mp4(broken: Path) -> Path:
     """The index first (`movflags=+faststart`): a truncated copy still has its frame table."""
-    path = synth.write_video(broken / "faststart.mp4", SOURCE_FRAMES, fps=FPS, width=WIDTH, height=HEIGHT,
+    path = videos.write_video(broken / "faststart.mp4", SOURCE_FRAMES, fps=FPS, width=WIDTH, height=HEIGHT,
                              bits=BITS, gop=SOURCE_GOP, container_options={"movflags": "+faststart"})
     data = path.read_bytes()
     assert 0 < data.find(b"moov") < data.find(b"mdat")
@@ -178,14 +178,14 @@ def test_folder_without_numbered_frames(tmp_path: Path) -> None:
 
 
 def test_frame_folder_with_broken_images(tmp_path: Path) -> None:
-    folder = synth.write_frame_folder(tmp_path / "frames", 5, width=WIDTH, height=HEIGHT, bits=BITS)
+    folder = videos.write_frame_folder(tmp_path / "frames", 5, width=WIDTH, height=HEIGHT, bits=BITS)
     (folder / "img_3.png").write_bytes(b"not a png")  # frame 2
     with Video(folder, max_replaced=1.0) as video:
         plan = video.plan(SamplingOptions.plain(num_frames=5))
         frames = list(video.frames(plan))
     assert [f.index for f in frames] == [0, 1, 2, 3, 4]
     assert [f.replaced_by for f in frames] == [None, None, 1, None, None]
-    assert [synth.read_frame_code(f.pixels, BITS) for f in frames] == [0, 1, 1, 3, 4]
+    assert [videos.read_frame_code(f.pixels, BITS) for f in frames] == [0, 1, 1, 3, 4]
     assert video.report.replaced == 1
     with Video(folder, max_replaced=0.0) as video, pytest.raises(CorruptVideoError) as caught:
         list(video.frames(video.plan(SamplingOptions.plain(num_frames=5))))
@@ -225,7 +225,7 @@ def test_truncated_faststart_mp4_reads_what_survives(broken: Path, faststart_mp4
     assert report.replaced == len(replaced) <= 5
     for frame in frames:  # each frame is either its own, or visibly the neighbour it was replaced by
         shown = frame.index if frame.replaced_by is None else frame.replaced_by
-        assert synth.read_frame_code(frame.pixels, BITS) == shown
+        assert videos.read_frame_code(frame.pixels, BITS) == shown
     assert len(table.times) == info.num_frames
 
     with Video(path, isolate=isolate, max_replaced=0.0) as video:
@@ -264,7 +264,7 @@ def test_corrupt_bytes_mid_file(corrupt_mp4: Path, isolate: bool) -> None:
         assert np.array_equal(frame.pixels, by_index[frame.replaced_by].pixels)
     # the noise sits in the middle of the data: the first GOP decodes untouched
     first_gop = frames[:SOURCE_GOP]
-    assert [synth.read_frame_code(f.pixels, BITS) for f in first_gop] == list(range(SOURCE_GOP))
+    assert [videos.read_frame_code(f.pixels, BITS) for f in first_gop] == list(range(SOURCE_GOP))
 
 
 def test_corrupt_bytes_limit_is_a_share_of_the_samples(corrupt_mp4: Path) -> None:
@@ -442,7 +442,7 @@ def test_worker_killed_between_requests(h264_mp4: Path) -> None:
         assert client.proc is None
         # the next request starts a fresh worker
         frames = list(client.decode([5, 100], None, True, "auto", DecodeStats()))
-        assert [synth.read_frame_code(f.pixels, BITS) for f in frames] == [5, 100]
+        assert [videos.read_frame_code(f.pixels, BITS) for f in frames] == [5, 100]
     finally:
         client.close()
 
@@ -543,4 +543,4 @@ def test_cli_frames_writes_into_a_new_folder(capfd: pytest.CaptureFixture, tmp_p
         with Image.open(path) as image:
             assert image.size == (224, 224)
             back = image.convert("RGB").resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
-            assert synth.read_frame_code(np.asarray(back), BITS) == index
+            assert videos.read_frame_code(np.asarray(back), BITS) == index

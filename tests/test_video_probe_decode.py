@@ -21,7 +21,7 @@ from PIL import Image
 
 from conftest import (BITS, FOLDER_FRAMES, FPS, GIF_FRAME_MS, GIF_FRAMES, HEIGHT, LONG_FRAMES, LONG_GOP,
                       ROTATED_FRAMES, SHORT_FRAMES, VFR_TIMES, WIDTH)
-from hico.synth import read_frame_code
+from hico.synthetic.videos import read_frame_code
 from hico.video.decode import SEEK_COST_FRAMES, plan_access
 from hico.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from hico.video.metadata import FrameTable, probe

@@ -158,10 +158,11 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
 
         apply_adapter(model, folder)  # a LoRA training checkpoint: merged into the weights on load
     model.eval()
-    return Hico(model, _tokenizer(folder), _fingerprint(folder), folder.resolve().name)
+    return Hico(model, load_tokenizer(folder), _fingerprint(folder), folder.resolve().name)
 
 
-def _tokenizer(folder: Path):
+def load_tokenizer(folder: Path):
+    """The checkpoint's tokenizer, or None when the folder has no tokenizer files."""
     if not ((folder / "tokenizer.json").exists() or (folder / "vocab.json").exists()):
         return None
     from transformers import AutoTokenizer, PretrainedConfig

@@ -40,7 +40,7 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
           **trainer_args) -> TrainResult:
     from transformers.trainer_utils import get_last_checkpoint
 
-    from hico.api import _tokenizer
+    from hico.api import load_tokenizer
     from hico.checkpoint import HicoConfig
     from hico.compress import DropSchedule
     from hico.train.dataset import ConversationDataset, collate, prepare
@@ -67,7 +67,7 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
         if not schedule.enabled:
             raise OptionError(f"{model_path}/config.json sets no in-LLM dropout (llm_compress_layer_list); "
                               "set one to train with dropout")
-    tokenizer = _tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path)
     if tokenizer is None:
         raise OptionError(f"{model_path}: no tokenizer files; training needs them")
     main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate set RANK; one process reports

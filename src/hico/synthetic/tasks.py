@@ -2,7 +2,7 @@
 
 A video is a haystack at 1 fps, procedural motion (soft blobs drifting over a gradient) or a slow pan across a
 natural photograph (the sample images that scikit-image ships), with events: a needle picture
-(`hico.niah.synthetic.draw_picture`: a coloured shape with a digit or letter on a patterned background)
+(`hico.synthetic.pictures.draw_picture`: a coloured shape with a digit or letter on a patterned background)
 filling one whole 4-frame clip. Questions, 4 options each, answered with the option letter:
 
 - `needle`: one event; "Find the frame of <caption>. <question about the attribute the caption leaves out>"
@@ -38,8 +38,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from hico.errors import OptionError
-from hico.niah.synthetic import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, QUESTIONS, SHAPES, PictureSpec, article,
-                                 draw_picture, options_block, random_spec)
+from hico.synthetic.pictures import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, QUESTIONS, SHAPES, PictureSpec, article,
+                                     draw_picture, options_block, random_spec)
 
 CLIP = 4
 KINDS = ("needle", "attribute", "count", "order", "caption", "reading")
@@ -276,7 +276,7 @@ def write_haystack(path: str | Path, frames: int, size: int = 64, seed: int = 0,
                    photos: tuple[str, ...] = HELDOUT_PHOTOS, progress: bool = True) -> Path:
     """A 1 fps haystack video for `hico niah build`: shots of procedural motion and photo pans (held-out photos
     by default, so a model trained on `TRAIN_PHOTOS` is tested on scenes it never saw)."""
-    from hico.synth import write_video
+    from hico.synthetic.videos import write_video
 
     path = Path(path)
     if path.exists():
@@ -291,7 +291,7 @@ def write_haystack(path: str | Path, frames: int, size: int = 64, seed: int = 0,
 def write_demo_video(path: str | Path, frames: int = 64, size: int = 64, seed: int = 0) -> tuple[PictureSpec, int]:
     """A 1 fps video over held-out photos and motion with one picture filling one clip; returns what the picture
     shows and its first frame (the embedded model's demo)."""
-    from hico.synth import write_video
+    from hico.synthetic.videos import write_video
 
     rng = random.Random(seed)
     pixels = shot_haystack(frames, size, rng, HELDOUT_PHOTOS, shot=(16, 32))
@@ -303,7 +303,7 @@ def write_demo_video(path: str | Path, frames: int = 64, size: int = 64, seed: i
 
 def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progress: bool = True) -> Path:
     """Write `out/videos/*.mp4` and `out/data.json`; refuses a folder that already holds a data.json."""
-    from hico.synth import write_video
+    from hico.synthetic.videos import write_video
 
     out = Path(out)
     if (out / "data.json").exists():

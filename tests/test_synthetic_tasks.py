@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from hico.errors import OptionError
-from hico.niah.synthetic import QUESTIONS, draw_picture
-from hico.synthqa import (CAPTION_QUESTION, HELDOUT_PHOTOS, TRAIN_PHOTOS, VARIED_PHOTOS, TaskOptions, augment_photo,
+from hico.synthetic.pictures import QUESTIONS, draw_picture
+from hico.synthetic.tasks import (CAPTION_QUESTION, HELDOUT_PHOTOS, TRAIN_PHOTOS, VARIED_PHOTOS, TaskOptions, augment_photo,
                           photo_path, plan_task, render, shot_haystack, write_demo_video, write_haystack,
                           write_task_set)
 

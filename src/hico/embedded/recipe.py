@@ -1,10 +1,10 @@
-"""The embedded default model: a tiny HiCo model that hico trains itself on synthetic videos, shipped inside the
-package so `hico chat`, `hico niah run` and `make demo` work the moment hico is installed.
+"""The recipe of the embedded default model (`hico.embedded`): a tiny HiCo model that hico trains itself on
+synthetic videos; its output is the package data in `hico/embedded/weights/`.
 
-    make tiny-model            # python -m hico.embedded --work build/tiny-model --out src/hico/embedded
+    make tiny-model            # python -m hico.embedded --work build/tiny-model --out src/hico/embedded/weights
 
 The recipe (`recipe()`) runs `hico train` stage by stage from a random checkpoint in the official layout (with
-a BPE tokenizer trained on the synthetic prompts), each stage on data that `hico.synthqa` writes with its own
+a BPE tokenizer trained on the synthetic prompts), each stage on data that `hico.synthetic.tasks` writes with its own
 seed: one picture filling one clip of a 1 fps haystack, named ("a red circle") or asked about without options.
 Haystacks are varied: pans over 19 training photos, each randomly flipped, turned and recoloured, drifting
 blobs, and cuts between them.
@@ -16,7 +16,7 @@ blobs, and cuts between them.
 2. `short` (stage-2 preset): 8-32-frame videos;
 3. `long` (stage-3 preset; projector and LLM): 32-128-frame videos, the longest the model ever trains on.
 
-The model is a toy: it names the colour and shape of `hico.niah.synthetic` pictures in synthetic videos (trained
+The model is a toy: it names the colour and shape of `hico.synthetic.pictures` in synthetic videos (trained
 on up to 128 frames; right up to 4,096 with the YaRN scaling `install` adds and its in-LLM dropout) and nothing
 else (docs/tiny-model.md). `--scenes plain --tower-steps 0` is the earlier recipe (9 photos as they are, no tower
 pretraining: colours only), kept for the ablations. Use a released VideoChat-Flash checkpoint (`--model FOLDER`)
@@ -34,11 +34,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hico.embedded import WEIGHTS
 from hico.errors import HicoError
-from hico.synthqa import HAYSTACKS, VARIED_PHOTOS, TaskOptions
+from hico.synthetic.tasks import HAYSTACKS, VARIED_PHOTOS, TaskOptions
 
-EMBEDDED = Path(__file__).resolve().parent / "embedded"
-FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from pictures
 VOCAB = 512
 SIZE = 64  # frame side of the synthetic videos and of the tower's input
@@ -50,19 +49,11 @@ TOWER_STEPS = 400  # steps of 32 pictures (+ 16 haystack clips) that teach the t
 LONG_CONTEXT = {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 2112}
 
 
-def embedded_path() -> Path:
-    """The folder of the shipped model; an error says how to rebuild it when it is missing."""
-    if not all((EMBEDDED / name).exists() for name in FILES):
-        raise HicoError(f"the embedded model is missing from {EMBEDDED}; rebuild it with `make tiny-model` or pass "
-                        "--model FOLDER (a released VideoChat-Flash checkpoint)")
-    return EMBEDDED
-
-
 def toy_config(projector: str = "tome16_mlp_hd64") -> dict:
     """config.json of the toy model: UMT-style tower 2 x 96 at 64 px (8 px patches), Qwen2-style LLM 4 x 128.
 
     `projector` "avgpool16_mlp" swaps clip-level merging for plain average pooling (the ablation baseline)."""
-    from hico.tiny import tiny_official_config
+    from hico.synthetic.checkpoints import tiny_official_config
 
     config = tiny_official_config(vocab_size=VOCAB, hidden_size=128, layers=4, heads=4, kv_heads=2, vision_width=96,
                                   vision_layers=2, vision_heads=4, image_size=SIZE, patch_size=8)
@@ -114,7 +105,7 @@ def recipe(scale: float = 1.0, varied: bool = True) -> tuple[Step, ...]:
 def corpus(count: int = 4000, seed: int = 0) -> list[str]:
     """Texts the tokenizer is trained on: prompts and answers of every synthetic task kind, chat framing."""
     from hico.prompt import chat_prompt
-    from hico.synthqa import KINDS, plan_task
+    from hico.synthetic.tasks import KINDS, plan_task
 
     rng = random.Random(seed)
     options = TaskOptions(kinds=KINDS)
@@ -130,7 +121,7 @@ def corpus(count: int = 4000, seed: int = 0) -> list[str]:
 
 def initial_checkpoint(folder: Path, seed: int = 0, projector: str = "tome16_mlp_hd64") -> Path:
     """A random toy model in the official layout with a BPE tokenizer trained on the synthetic corpus."""
-    from hico.tiny import write_random_checkpoint, train_tokenizer
+    from hico.synthetic.checkpoints import write_random_checkpoint, train_tokenizer
 
     write_random_checkpoint(folder, toy_config(projector), seed, tokenizer=False)
     train_tokenizer(folder, VOCAB, corpus())
@@ -141,7 +132,7 @@ def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed
                    progress: bool = True, photos: tuple[str, ...] = ()) -> list[float]:
     """Train `source`'s tower alone as a picture classifier and save the checkpoint to `output`.
 
-    Random `hico.niah.synthetic` pictures as still clips go through the tower and the model's clip compression;
+    Random `hico.synthetic.pictures` as still clips go through the tower and the model's clip compression;
     the mean of the 64 tokens feeds a linear shape head and a linear colour head (cross-entropy, discarded
     afterwards). With `photos`, every step also shows batch/2 haystack clips (motion, or recoloured pans over
     `photos`) and a third head tells pictures from haystack. The language stages alone do not teach this tower
@@ -151,8 +142,8 @@ def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed
     import torch
 
     import hico
-    from hico.niah.synthetic import COLOURS, SHAPES, draw_picture, random_spec
-    from hico.synthqa import CLIP, haystack_frames
+    from hico.synthetic.pictures import COLOURS, SHAPES, draw_picture, random_spec
+    from hico.synthetic.tasks import CLIP, haystack_frames
     from hico.train.engine import save_checkpoint
     from hico.video.preprocess import image_clip, preprocess
 
@@ -216,7 +207,7 @@ def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool =
 
     `tower_steps` > 0 pretrains the tower as a picture classifier first (step `00-tower`); `varied` trains on
     varied scenes (`recipe`), and the tower also on telling pictures from haystack."""
-    from hico.synthqa import write_task_set
+    from hico.synthetic.tasks import write_task_set
     from hico.train.run import train
     from hico.train.stages import load_stage
 
@@ -272,7 +263,7 @@ def install(checkpoint: Path, out: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hico.embedded", description="train the embedded toy model")
     parser.add_argument("--work", default="build/tiny-model", help="working folder (data, stage checkpoints)")
-    parser.add_argument("--out", default=str(EMBEDDED), help="where the finished model's files go")
+    parser.add_argument("--out", default=str(WEIGHTS), help="where the finished model's files go")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample counts (smoke runs)")
     parser.add_argument("--projector", choices=("tome16_mlp_hd64", "avgpool16_mlp"), default="tome16_mlp_hd64",
                         help="avgpool16_mlp: average pooling instead of clip-level merging (the ablation baseline)")
@@ -294,6 +285,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
