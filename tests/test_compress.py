@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hico.compress import bipartite_merge, merge_clip_tokens, merge_schedule, pool_clip_tokens
+from hico.compress import (bipartite_merge, merge_clip_tokens, merge_schedule, pool_clip_tokens, queries_after_drop,
+                            uniform_keep)
 
 
 @pytest.mark.parametrize("count, target, expected", [
@@ -95,3 +96,35 @@ def test_pooling_averages_each_frames_2x2_cells_in_t_h_w_order() -> None:
 def test_pooling_refuses_grids_that_do_not_split() -> None:
     with pytest.raises(ValueError, match="split evenly"):
         pool_clip_tokens(torch.zeros(1, 4 * 36, 8), frames=4)  # 6x6 grid cannot pool to 4x4
+
+
+def _official_long_linspace(count: int, keep: int) -> list[int]:
+    """torch's integer linspace written out: a float64 step, the second half counted back from the end,
+    each value truncated (what the official `linspace(0, n - 1, keep, dtype=torch.long)` returns)."""
+    if keep == 1:
+        return [0]
+    step, half = (count - 1) / (keep - 1), keep // 2
+    return [int(step * i) if i < half else int((count - 1) - step * (keep - 1 - i)) for i in range(keep)]
+
+
+@pytest.mark.parametrize("count", [7, 128, 2048, 8192, 16384, 65536, 131072, 199999, 200000])
+def test_uniform_keep_is_the_official_integer_linspace_up_to_200k_tokens(count: int) -> None:
+    for keep in {1, 2, count // 2, count // 4, count // 8, int(count * 0.3), count}:
+        assert uniform_keep(count, keep).tolist() == _official_long_linspace(count, keep), (count, keep)
+
+
+def test_float_linspace_differs_from_8192_tokens_up() -> None:
+    """The float32 spelling agrees on short sequences and differs on long ones (1 index at 8,192 -> 4,096,
+    4 at 16,384 -> 8,192): the difference this rule exists for."""
+    for count, differing in ((2048, 0), (8192, 1), (16384, 4)):
+        float_rule = torch.linspace(0, count - 1, count // 2).long()
+        assert int((uniform_keep(count, count // 2) != float_rule).sum()) == differing
+
+
+def test_training_queries_follow_the_shortened_labels() -> None:
+    """The official queries of umt224-tiny-train (its notes.md): visual span at 14, 128 -> 64 -> 32 tokens."""
+    stage0 = torch.tensor([1, 8, 12, 141, 171])  # 141: the last visual token, before a labelled newline
+    stage1 = queries_after_drop(stage0, 14, 128, 64)
+    assert stage1.tolist() == [1, 8, 12, 77, 107]
+    assert queries_after_drop(stage1, 14, 64, 32).tolist() == [1, 8, 12, 45, 75]
+    assert queries_after_drop(torch.tensor([8, 9]), 4, 5, 0).tolist() == [3, 4]  # none kept: the token before

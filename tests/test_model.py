@@ -179,3 +179,26 @@ def test_pooling_projector_type_pools_instead_of_merging() -> None:
     assert torch.equal(pooled.encode_clips(clips), expected)
     image = torch.randn(1, 1, 3, 64, 64)  # a single image: its 8x8 grid is already 64 tokens
     assert torch.equal(pooled.encode_clips(image), pooled.projector(pooled.vision(image)))
+
+
+@torch.no_grad()
+def test_training_queries_before_the_visual_span_never_give_nan_scores(model, monkeypatch) -> None:
+    """Queries in the system/user turns (before the video) stay where they are after a drop; a query shifted
+    to a negative position would mask every key and turn the scores into NaN."""
+    import hico.model
+
+    embeds, span = _prompt(model, seed=7)
+    length = embeds.shape[1]
+    rows = torch.tensor([1, 3, span.start + VISUAL - 1, length - 4])
+    seen = []
+
+    def recording_keep(scores, keep):
+        seen.append(scores.clone())
+        return hico.compress.attention_keep(scores, keep)
+
+    monkeypatch.setattr(hico.model, "attention_keep", recording_keep)
+    model.prefill(embeds, span, DropSchedule("uniform0_attention", (1, 2, 4), (1.0, 0.5, 0.25, 0.125)),
+                  query_positions=rows)
+    assert len(seen) == 2
+    for scores in seen:
+        assert torch.isfinite(scores).all() and (scores > 0).all()

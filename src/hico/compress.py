@@ -147,8 +147,27 @@ class DropSchedule:
 
 
 def uniform_keep(current: int, keep: int) -> torch.Tensor:
-    """Indices of `keep` of `current` tokens, evenly spread (float32 linspace truncated, as the official)."""
-    return torch.linspace(0, current - 1, keep).long()
+    """Indices of `keep` of `current` tokens, evenly spread, as the official `linspace(..., dtype=torch.long)`.
+
+    An integer linspace steps in float64 and counts the second half back from the end; a float32 linspace
+    cast to long (the obvious spelling) differs from it from about 8,192 tokens up, which changes the tokens
+    the later text-guided stages keep on long videos.
+    """
+    return torch.linspace(0, current - 1, keep, dtype=torch.long)
+
+
+def queries_after_drop(queries: torch.Tensor, start: int, current: int, keep: int) -> torch.Tensor:
+    """Query positions in the sequence shortened from `current` to `keep` visual tokens at `start`.
+
+    Training-mode queries are the tokens just before a labelled one; the official code finds them again in
+    the shortened labels, which amounts to: queries before the visual span stay, queries after it move left
+    by the dropped count, and the query on the last visual token (before a labelled newline) moves to the
+    last kept visual token (the token before the span when none is kept).
+    """
+    end = start + current
+    return torch.where(queries < start, queries,
+                       torch.where(queries >= end, queries - (current - keep),
+                                   torch.full_like(queries, start + keep - 1)))
 
 
 def text_guided_scores(queries: torch.Tensor, keys: torch.Tensor, visual: slice) -> torch.Tensor:

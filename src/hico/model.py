@@ -16,8 +16,8 @@ from torch import nn
 from transformers import DynamicCache, Qwen2ForCausalLM
 
 from hico.checkpoint import HicoConfig
-from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, text_guided_scores,
-                           uniform_keep)
+from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, queries_after_drop,
+                           text_guided_scores, uniform_keep)
 from hico.vision.umt import UMTEncoder
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts
@@ -131,7 +131,7 @@ class HicoModel(nn.Module):
                 hidden = torch.cat([hidden[:, :span.start], hidden[:, span.start + chosen],
                                     hidden[:, span.start + current:]], dim=1)
                 if queries is not None:
-                    queries = queries - (current - keep)  # query tokens come after the visual span
+                    queries = queries_after_drop(queries, span.start, current, keep)
                 kept, current = kept[chosen], keep
                 positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
             cos_sin = llm.rotary_emb(hidden, positions)
