@@ -98,3 +98,23 @@ def test_checkpoint_with_yarn_rope_scaling_loads_with_its_tokenizer(tmp_path) ->
     loaded = hico.load(folder)
     assert loaded.tokenizer is not None and loaded.tokenizer("red")["input_ids"]
     assert loaded.model.llm.config.rope_parameters["rope_type"] == "yarn"
+
+
+def test_nan_weights_fail_with_a_typed_error_not_an_empty_answer(tmp_path, video, capsys) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from hico.cli import main
+    from hico.errors import NonFiniteError
+
+    folder = tmp_path / "nan"
+    write_random_checkpoint(folder, seed=2)
+    state = load_file(str(folder / "model.safetensors"))
+    state["model.layers.1.self_attn.v_proj.weight"][3, 4] = float("nan")
+    save_file(state, str(folder / "model.safetensors"))
+    broken = hico.load(folder)
+    memory = broken.encode_video(video, SamplingOptions.plain(num_frames=4))
+    with pytest.raises(NonFiniteError, match="layer 1 .* model.layers.1.self_attn.v_proj.weight holds NaN"):
+        broken.answer(memory, "What is shown?", options=SHORT)
+    assert main(["chat", str(video), "What is shown?", "--model", str(folder), "--num-frames", "4"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert error.startswith("hico: error: non-finite values (NaN or inf) after LLM layer 1")

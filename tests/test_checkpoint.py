@@ -154,3 +154,50 @@ def test_sharded_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
     loaded = hico.load(tmp_path)
     reference = hico.load(checkpoint)
     assert torch.equal(loaded.model.projector.mlp[0].weight, reference.model.projector.mlp[0].weight)
+
+
+def _damage(data: bytes, kind: str) -> bytes:
+    if kind == "truncated":
+        return data[: len(data) * 2 // 3]  # the header promises more data than the file holds
+    if kind == "random bytes":
+        return bytes(torch.randint(0, 256, (len(data),), generator=torch.Generator().manual_seed(0)).tolist())
+    return data[:8] + b"{not json" + data[8 + len(b"{not json"):]  # the header length stays valid
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random bytes", "wrong header"])
+def test_damaged_weight_file_is_named_with_advice(checkpoint: Path, tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "damaged"
+    target.mkdir()
+    for item in checkpoint.iterdir():
+        (target / item.name).write_bytes(item.read_bytes())
+    weights = target / "model.safetensors"
+    weights.write_bytes(_damage(weights.read_bytes(), kind))
+    damaged = weights.read_bytes()
+    with pytest.raises(CheckpointError) as caught:
+        hico.load(target)
+    message = str(caught.value)
+    assert str(weights) in message and "damaged weight file" in message and "download it again" in message
+    assert weights.read_bytes() == damaged  # reading never rewrites the user's file
+
+
+def test_damaged_shard_of_an_index_is_named(checkpoint: Path, tmp_path: Path) -> None:
+    target = tmp_path / "sharded"
+    target.mkdir()
+    for item in checkpoint.iterdir():
+        if item.name != "model.safetensors":
+            (target / item.name).write_bytes(item.read_bytes())
+    state = load_file(str(checkpoint / "model.safetensors"))
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, str(target / shard))
+    index = {"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (target / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert hico.load(target).model is not None
+    second = target / "model-00002-of-00002.safetensors"
+    second.write_bytes(second.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{second}: damaged weight file"):
+        hico.load(target)
+    (target / "model.safetensors.index.json").write_text("{\"weight_map\": ")
+    with pytest.raises(CheckpointError, match="model.safetensors.index.json: not a safetensors index"):
+        hico.load(target)

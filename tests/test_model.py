@@ -7,6 +7,7 @@ import torch
 from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb, eager_attention_forward
 
 from hico.compress import DropSchedule
+from hico.errors import NonFiniteError
 from hico.model import IMAGE_TOKEN_INDEX
 from hico.synthetic.checkpoints import random_model, tiny_official_config
 
@@ -202,3 +203,51 @@ def test_training_queries_before_the_visual_span_never_give_nan_scores(model, mo
     assert len(seen) == 2
     for scores in seen:
         assert torch.isfinite(scores).all() and (scores > 0).all()
+
+
+def _with_nan(name: str, seed: int = 3):
+    broken = random_model(tiny_official_config(layers=6), seed=seed)
+    with torch.no_grad():
+        broken.get_parameter(name)[0, 0] = float("nan")
+    return broken
+
+
+@torch.no_grad()
+def test_nan_weights_are_reported_with_the_layer_and_the_official_key() -> None:
+    broken = _with_nan("llm.model.layers.2.mlp.down_proj.weight")
+    embeds, span = _prompt(broken)
+    with pytest.raises(NonFiniteError) as caught:
+        broken.prefill(embeds, span)
+    assert caught.value.where == "LLM layer 2 (model.layers.2)" and caught.value.dtype == "float32"
+    assert "model.layers.2.mlp.down_proj.weight holds NaN" in str(caught.value)
+    assert "download the checkpoint again" in str(caught.value)
+
+
+@torch.no_grad()
+def test_nan_in_the_tower_or_the_head_is_caught_where_it_starts() -> None:
+    broken = _with_nan("vision.blocks.1.mlp.fc1.weight")
+    with pytest.raises(NonFiniteError, match="after the vision tower .*vision_tower.encoder.blocks.1.mlp.fc1.weight holds NaN"):
+        broken.encode_clips(torch.randn(1, 4, 3, 64, 64))
+    healthy = random_model(tiny_official_config(layers=6), seed=3)
+    embeds, span = _prompt(healthy)
+    state = healthy.prefill(embeds, span)
+    healthy.llm.lm_head.weight[5, 0] = float("nan")  # damage that only decoding reaches
+    with pytest.raises(NonFiniteError, match=r"after the LM head \(lm_head\) .* lm_head.weight holds NaN"):
+        healthy.decode(torch.tensor([[7]]), state.cache)
+
+
+@torch.no_grad()
+def test_float16_overflow_is_reported_as_such() -> None:
+    """A layer whose output is finite in float32 but beyond float16's 65,504: the float16 run must fail."""
+    big = random_model(tiny_official_config(layers=6), seed=3)
+    big.llm.model.layers[1].mlp.down_proj.weight.mul_(2e5)
+    embeds, span = _prompt(big)
+    full = big.prefill(embeds, span, all_logits=True)
+    hidden = big.llm(inputs_embeds=embeds, output_hidden_states=True).hidden_states
+    assert torch.isfinite(full.logits).all() and hidden[2].abs().max() > 65504 > hidden[1].abs().max()
+    half = big.to(torch.float16)
+    half.reset_buffers()
+    with pytest.raises(NonFiniteError) as caught:
+        half.prefill(*_prompt(half))
+    assert caught.value.where == "LLM layer 1 (model.layers.1)" and caught.value.dtype == "float16"
+    assert "float16 overflow" in str(caught.value) and "bfloat16 or float32" in str(caught.value)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from hico.compress import DropSchedule
-from hico.errors import HicoError
+from hico.errors import CheckpointError, HicoError
 from hico.vision.umt import UMTConfig
 
 VISION_PREFIX = "model.vision_tower.vision_tower.encoder."
@@ -23,10 +23,6 @@ PROJECTOR_PREFIX = "model.mm_projector."
 SUPPORTED_PROJECTOR = "tome16_mlp_hd64"
 POOLING_PROJECTOR = "avgpool16_mlp"  # hico's own: average pooling instead of merging (the ablation baseline)
 UMT_DEPTH = 24  # UMT-L blocks in the pretrained tower; select_layer -2 builds 23 of them
-
-
-class CheckpointError(HicoError):
-    """A checkpoint folder that cannot be loaded; the message lists what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +155,11 @@ def weight_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{index}: not a safetensors index (no readable weight_map: {exc}); the file is "
+                                  "damaged, download it again") from exc
         missing = [s for s in shards if not (folder / s).exists()]
         if missing:
             raise CheckpointError(f"{folder}: shards listed in model.safetensors.index.json are missing: {missing}")
@@ -171,13 +171,26 @@ def weight_files(folder: str | Path) -> list[Path]:
                           "safetensors weights (convert .bin files with transformers first)")
 
 
-def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
-    """All weights of a checkpoint folder under hico's names."""
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of one safetensors file; a truncated or otherwise damaged file is a CheckpointError
+    naming it (safetensors checks the header, and that the data covers every tensor, before reading)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        raise CheckpointError(f"{path}: damaged weight file ({exc}); it is truncated or not a safetensors file: "
+                              "download it again") from exc
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the weight file ({exc.strerror or exc})") from exc
+
+
+def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """All weights of a checkpoint folder under hico's names."""
     state = {}
     for path in weight_files(folder):
-        for key, tensor in load_file(str(path)).items():
+        for key, tensor in read_safetensors(path).items():
             state[official_to_hico(key)] = tensor
     return state
 

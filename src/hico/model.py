@@ -8,6 +8,7 @@ where the official code puts it (it shifts the position down by the tokens dropp
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -15,12 +16,33 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, Qwen2ForCausalLM
 
-from hico.checkpoint import HicoConfig
+from hico.checkpoint import HicoConfig, hico_to_official
+from hico.errors import NonFiniteError
 from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, queries_after_drop,
                            text_guided_scores, uniform_keep)
 from hico.vision.umt import UMTEncoder
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts
+
+
+def finite_outputs(method):
+    """Check every stage's output of a HicoModel method for NaN/inf and raise NonFiniteError naming the first
+    bad stage, instead of returning garbage. The flags stay on the device; the host reads them once, at the end
+    of the call, so the check adds no synchronisation inside the layer loop."""
+
+    @functools.wraps(method)
+    def checked(self: HicoModel, *args, **kwargs):
+        if not self.check_finite:
+            return method(self, *args, **kwargs)
+        watch = FiniteWatch(self)
+        try:
+            result = method(self, *args, **kwargs)
+        finally:
+            watch.remove()
+        watch.check()
+        return result
+
+    return checked
 
 
 class Projector(nn.Module):
@@ -51,6 +73,8 @@ class Prefill:
 
 
 class HicoModel(nn.Module):
+    check_finite = True  # prefill, decode and encode_clips raise NonFiniteError on NaN/inf outputs
+
     def __init__(self, config: HicoConfig) -> None:
         super().__init__()
         self.config = config
@@ -73,6 +97,7 @@ class HicoModel(nn.Module):
         rotary = type(self.llm.model.rotary_emb)
         self.llm.model.rotary_emb = rotary(config=self.llm.config).to(self.device)
 
+    @finite_outputs
     def encode_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """(clips, frames, 3, S, S) pixel values -> (clips, 64, hidden) visual tokens in the official order."""
         features = self.vision(clips.to(device=self.device, dtype=self.dtype))
@@ -101,6 +126,7 @@ class HicoModel(nn.Module):
     def _layers(self):
         return self.llm.model.layers
 
+    @finite_outputs
     def prefill(self, embeds: torch.Tensor, span: VisualSpan | None, schedule: DropSchedule = DropSchedule(),
                 all_logits: bool = False, query_positions: torch.Tensor | None = None, head: bool = True) -> Prefill:
         """Run the prompt through the LLM, dropping visual tokens after the schedule's layers.
@@ -162,6 +188,7 @@ class HicoModel(nn.Module):
             return _causal_visual_scores(q, k, rows, slice(start, start + count))
         return text_guided_scores(q, k, slice(start, start + count))
 
+    @finite_outputs
     def decode(self, token_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """(1, t) new tokens after the cached ones -> (1, t, vocab) logits; each layer uses its own positions."""
         llm = self.llm.model
@@ -174,6 +201,55 @@ class HicoModel(nn.Module):
             hidden = layer(hidden, attention_mask=mask, position_ids=positions,
                            position_embeddings=llm.rotary_emb(hidden, positions), cache=cache, use_cache=True)
         return self.llm.lm_head(llm.norm(hidden))
+
+
+class FiniteWatch:
+    """Forward hooks recording, per stage, whether its output is finite (a device tensor, no sync)."""
+
+    def __init__(self, model: HicoModel) -> None:
+        self.model = model
+        self.seen: list[tuple[str, nn.Module, torch.Tensor]] = []
+        llm = model.llm.model
+        stages = [("the vision tower", model.vision), ("the projector", model.projector)]
+        stages += [(f"LLM layer {i} (model.layers.{i})", layer) for i, layer in enumerate(llm.layers)]
+        stages += [("the final norm (model.norm)", llm.norm), ("the LM head (lm_head)", model.llm.lm_head)]
+        self.handles = [module.register_forward_hook(self._hook(name)) for name, module in stages]
+        self.handles.append(llm.layers[0].register_forward_pre_hook(self._inputs))
+
+    def _hook(self, name: str):
+        def record(module: nn.Module, inputs, output) -> None:
+            tensor = output[0] if isinstance(output, tuple) else output
+            self.seen.append((name, module, torch.isfinite(tensor).all()))
+        return record
+
+    def _inputs(self, module: nn.Module, inputs) -> None:
+        if inputs:
+            name = "the input embeddings (prompt tokens and visual tokens)"
+            self.seen.append((name, self.model.llm.model.embed_tokens, torch.isfinite(inputs[0]).all()))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def check(self) -> None:
+        if not self.seen or bool(torch.stack([flag for _, _, flag in self.seen]).all()):
+            return
+        name, module, _ = next(item for item in self.seen if not bool(item[2]))
+        raise NonFiniteError(name, str(self.model.dtype).removeprefix("torch."), self._cause(module))
+
+    def _cause(self, module: nn.Module) -> str:
+        prefix = next(n for n, m in self.model.named_modules() if m is module)
+        damaged = [hico_to_official(f"{prefix}.{n}") for n, p in module.named_parameters()
+                   if not bool(torch.isfinite(p).all())]
+        if damaged:
+            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+            return (f"the checkpoint's weight {damaged[0]}{more} holds NaN or inf, so the weights are damaged; "
+                    "download the checkpoint again")
+        if self.model.dtype == torch.float16:
+            return ("float16 overflow (activations beyond float16's largest value, 65,504, as Qwen2's are known "
+                    "to reach); use bfloat16 or float32 (--dtype bfloat16)")
+        return ("its weights are finite, so the input or the precision produced it; try float32 "
+                "(--dtype float32), and check the checkpoint files are complete")
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

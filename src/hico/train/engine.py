@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hico.checkpoint import HicoConfig, hico_to_official, load_state_dict, save_state_dict
+from hico.checkpoint import HicoConfig, hico_to_official, load_state_dict, read_safetensors, save_state_dict
 from hico.compress import DropSchedule
 from hico.errors import HicoError
 from hico.model import HicoModel
@@ -109,15 +109,13 @@ def save_checkpoint(model: HicoModel, folder: str | Path, official_config: dict,
 
 def load_weights(model: HicoModel, folder: str | Path) -> None:
     """Load a checkpoint's base weights (and adapter, if saved and injected) into a possibly LoRA'd model."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     current = model.state_dict()
     names = {key.replace(".base_layer.", "."): key for key in current if ".lora_" not in key}
     state = {names.get(k, k): v for k, v in load_state_dict(folder).items()}
     adapter = (folder / ADAPTER_WEIGHTS).exists()
     if adapter:
-        state.update(load_file(str(folder / ADAPTER_WEIGHTS)))
+        state.update(read_safetensors(folder / ADAPTER_WEIGHTS))
     missing = [hico_to_official(k) if ".lora_" not in k else k for k in current if k not in state
                and not k.endswith("lm_head.weight") and (adapter or ".lora_" not in k)]
     if missing:

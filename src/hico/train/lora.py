@@ -70,10 +70,10 @@ def adapter_settings(folder: str | Path) -> LoraSettings:
 
 def apply_adapter(model: nn.Module, folder: str | Path) -> int:
     """Inject the folder's adapter into a loaded HicoModel, load its weights and merge it; returns layers merged."""
-    from safetensors.torch import load_file
+    from hico.checkpoint import read_safetensors
 
     folder = Path(folder)
-    weights = load_file(str(folder / ADAPTER_WEIGHTS))
+    weights = read_safetensors(folder / ADAPTER_WEIGHTS)
     add_lora(model, adapter_settings(folder), train_llm=any(k.startswith("llm.") for k in weights))
     expected = {k for k in model.state_dict() if ".lora_" in k}
     if set(weights) != expected:
