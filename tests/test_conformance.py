@@ -16,6 +16,8 @@ from hico.synthetic.checkpoints import tiny_official_config, write_random_checkp
 
 SHARED = Path(os.environ.get("HICO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 FIXTURES = sorted(p.parent for p in (SHARED / "conformance").glob("*/reference.safetensors"))
+FIXTURES += sorted(p.parent for p in (SHARED / "conformance").glob("pending/umt224-tiny-train/reference.safetensors"))
+UMT_FIXTURES = [p for p in FIXTURES if p.name.startswith("umt")]
 
 
 @pytest.mark.skipif(not FIXTURES, reason=f"fixture missing: no model fixture folder under {SHARED / 'conformance'}")
@@ -24,6 +26,19 @@ def test_official_fixture(folder: Path) -> None:
     checks = run(folder)
     failed = [f"{c.name}: {c.detail}" for c in checks if not c.passed]
     assert checks and not failed, failed
+
+
+@pytest.mark.skipif(not UMT_FIXTURES, reason=f"fixture missing: no UMT fixture under {SHARED / 'conformance'}")
+@pytest.mark.parametrize("folder", UMT_FIXTURES, ids=lambda p: p.name)
+def test_bfloat16_agrees_with_the_float32_reference(folder: Path) -> None:
+    """Within LOW_PRECISION_TOLERANCE (3e-2 relative) and with the same greedy ids, end to end."""
+    checks = {c.name: c for c in run(folder, torch.bfloat16)}
+    failed = [f"{c.name}: {c.detail}" for c in checks.values() if not c.passed]
+    assert not failed, failed
+    compared = {"vision_features", "logits_full", "generated_full", "generated_drop"} if "logits_full" in checks \
+        else {"loss_full", "loss_drop"}
+    assert compared <= set(checks) and all("relative" in checks[n].detail or "ids" in checks[n].detail
+                                           for n in compared)
 
 
 @pytest.fixture(scope="module")

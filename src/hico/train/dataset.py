@@ -84,7 +84,8 @@ def prepare(samples: list[Sample], tokenizer, config: TrainConfig,
         except HicoError as exc:
             report.unreadable.append((sample.source, str(exc)))
             continue
-        if encode_sample(sample, tokenizer, config.template, time_msg, visual, config.max_length) is None:
+        if encode_sample(sample, tokenizer, config.template, time_msg, visual, config.max_length,
+                         config.labels) is None:
             report.too_long.append(sample.source)
             continue
         kept.append(sample)
@@ -132,7 +133,8 @@ class ConversationDataset(torch.utils.data.Dataset):
         elif sample.image:
             clips = image_clip(read_image(sample.image), self.image_size, CLIP_FRAMES)[None]
         encoded = encode_sample(sample, self.tokenizer, self.config.template, time_msg,
-                                0 if clips is None else clips.shape[0] * TOKENS_PER_CLIP, self.config.max_length)
+                                0 if clips is None else clips.shape[0] * TOKENS_PER_CLIP, self.config.max_length,
+                                self.config.labels)
         if encoded is None:
             raise HicoError(f"{sample.source}: longer than max_length {self.config.max_length} tokens")
         ids, targets = encoded

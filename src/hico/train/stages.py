@@ -39,6 +39,7 @@ class TrainConfig:
     vision_lr: float | None  # None: the tower uses `lr`
     max_length: int  # tokens, visual tokens included; longer samples are skipped and counted
     template: str  # plain or qwen_2
+    labels: str = "official"  # qwen_2 labels: official (preprocess_qwen's rule) or answers (answer text only)
     batch_size: int = 1  # per device
     grad_accum: int = 1
     epochs: float = 1.0
@@ -71,6 +72,8 @@ class TrainConfig:
             raise OptionError(f"need 1 <= min_frames <= max_frames, got {self.min_frames} and {self.max_frames}")
         if self.template not in ("plain", "qwen_2"):
             raise OptionError(f"template must be plain or qwen_2, got {self.template!r}")
+        if self.labels not in ("official", "answers"):
+            raise OptionError(f"labels must be official or answers, got {self.labels!r}")
         for name in ("lr", "batch_size", "grad_accum", "max_length", "epochs"):
             if not getattr(self, name) > 0:
                 raise OptionError(f"{name} must be positive, got {getattr(self, name)}")
