@@ -108,10 +108,32 @@ def test_missing_unexpected_and_misshapen_keys_are_listed(checkpoint: Path, tmp_
     assert "model.mm_projector.mlp.0.bias: checkpoint (3,), model (64,)" in message
 
 
-def test_internvideo2_is_not_supported_yet() -> None:
+def test_released_internvideo2_sizes_and_key_names() -> None:
     raw = tiny_official_config(tower="internvideo2")
-    with pytest.raises(CheckpointError, match="InternVideo2 vision tower .* not supported yet"):
-        HicoConfig.from_official(raw)
+    del raw["vision_config"]
+    raw["mm_hidden_size"] = 1408
+    config = HicoConfig.from_official(raw)
+    vision = config.vision
+    assert (vision.hidden_size, vision.num_layers, vision.num_heads, vision.patch_size, vision.image_size,
+            vision.mlp_hidden_size, vision.tokens_per_frame) == (1408, 39, 16, 14, 224, 6144, 256)
+    key = "model.vision_tower.vision_tower.blocks.38.attn.q_norm.weight"
+    assert official_to_hico(key) == "vision.blocks.38.attn.q_norm.weight"
+    assert hico_to_official("vision.blocks.38.attn.q_norm.weight", config.vision_prefix) == key
+
+
+def test_internvideo2_checkpoint_saves_and_loads_under_its_own_key_names(tmp_path: Path) -> None:
+    raw = tiny_official_config(tower="internvideo2")
+    raw["vision_config"] = {"embed_dim": 64, "depth": 2, "num_heads": 4, "patch_size": 14, "img_size": 56,
+                            "num_frames": 4, "mlp_hidden_dim": 279}
+    model = write_random_checkpoint(tmp_path / "iv2", raw, tokenizer=False)
+    keys = set(load_file(str(tmp_path / "iv2" / "model.safetensors")))
+    tower = {k for k in keys if k.startswith("model.vision_tower.")}
+    assert {"model.vision_tower.vision_tower.cls_token", "model.vision_tower.vision_tower.pos_embed",
+            "model.vision_tower.vision_tower.img_pos_embed", "model.vision_tower.vision_tower.blocks.1.ls2.weight",
+            "model.vision_tower.vision_tower.blocks.0.attn.k_norm.weight"} <= tower
+    assert not any(".encoder." in k or "bias" in k and ".qkv." in k for k in tower) and len(tower) == 5 + 2 * 13
+    loaded = hico.load(tmp_path / "iv2").model
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("change, words", [

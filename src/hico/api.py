@@ -147,7 +147,7 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
         model = HicoModel(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     tied = {"llm.lm_head.weight"} if config.llm.get("tie_word_embeddings") else set()
-    check_state_dict(expected, state, str(folder), optional=tied)
+    check_state_dict(expected, state, str(folder), optional=tied, vision_prefix=config.vision_prefix)
     model = model.to_empty(device=device).to(dtype)
     model.load_state_dict(state, strict=False)
     if tied and "llm.lm_head.weight" not in state:

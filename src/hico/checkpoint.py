@@ -16,13 +16,16 @@ import torch
 
 from hico.compress import DropSchedule
 from hico.errors import CheckpointError, HicoError
+from hico.vision.internvideo2 import OFFICIAL_MLP_RATIO, InternVideo2Config
 from hico.vision.umt import UMTConfig
 
-VISION_PREFIX = "model.vision_tower.vision_tower.encoder."
+VISION_PREFIX = "model.vision_tower.vision_tower.encoder."  # UMT towers
+INTERNVIDEO2_PREFIX = "model.vision_tower.vision_tower."  # the InternVideo2 tower has no `encoder` level
 PROJECTOR_PREFIX = "model.mm_projector."
 SUPPORTED_PROJECTOR = "tome16_mlp_hd64"
 POOLING_PROJECTOR = "avgpool16_mlp"  # hico's own: average pooling instead of merging (the ablation baseline)
 UMT_DEPTH = 24  # UMT-L blocks in the pretrained tower; select_layer -2 builds 23 of them
+INTERNVIDEO2_DEPTH = 40  # InternVideo2-1B blocks; select_layer -2 builds 39 of them
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class HicoConfig:
     """Everything hico needs from an official config.json."""
 
     vision_tower: str
-    vision: UMTConfig
+    vision: UMTConfig | InternVideo2Config
     llm: dict  # keyword arguments for transformers.Qwen2Config
     mm_hidden_size: int
     hidden_size: int
@@ -49,13 +52,9 @@ class HicoConfig:
     @classmethod
     def from_official(cls, raw: dict, source: str = "config.json") -> HicoConfig:
         tower = str(raw.get("mm_vision_tower", ""))
-        if "internvideo2" in tower.lower():
-            raise CheckpointError(f"{source}: the InternVideo2 vision tower ({tower!r}) is not supported yet; "
-                                  "use a UMT checkpoint (VideoChat-Flash-Qwen2-7B_res448/res224, "
-                                  "VideoChat-Flash-Qwen2_5-2B_res448)")
-        if "umt" not in tower.lower():
-            raise CheckpointError(f"{source}: unknown vision tower mm_vision_tower={tower!r}; expected 'umt-large' or "
-                                  "'umt-hd-large'")
+        if not is_internvideo2(tower) and "umt" not in tower.lower():
+            raise CheckpointError(f"{source}: unknown vision tower mm_vision_tower={tower!r}; expected 'umt-large', "
+                                  "'umt-hd-large' or 'internvideo2'")
         projector = raw.get("mm_projector_type", SUPPORTED_PROJECTOR)
         if projector not in (SUPPORTED_PROJECTOR, POOLING_PROJECTOR):
             raise CheckpointError(f"{source}: projector {projector!r} is not supported; hico implements "
@@ -74,6 +73,11 @@ class HicoConfig:
                    hidden_size=int(raw["hidden_size"]), local_num_frames=int(raw.get("mm_local_num_frames", 4)),
                    dropout_schedule=_dropout(raw, enabled, source), dropout_enabled=enabled,
                    clip_compression="pool" if projector == POOLING_PROJECTOR else "merge", official=dict(raw))
+
+    @property
+    def vision_prefix(self) -> str:
+        """Where the tower's weights sit in the official state dict."""
+        return INTERNVIDEO2_PREFIX if is_internvideo2(self.vision_tower) else VISION_PREFIX
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> HicoConfig:
@@ -109,16 +113,33 @@ def _dropout(raw: dict, enabled: bool, source: str) -> DropSchedule:
     return schedule
 
 
-def _vision_config(raw: dict, tower: str) -> UMTConfig:
+def is_internvideo2(tower: str) -> bool:
+    return "internvideo2" in tower.lower()
+
+
+def _vision_config(raw: dict, tower: str) -> UMTConfig | InternVideo2Config:
     hd = "umt-hd" in tower.lower()
     overrides = raw.get("vision_config") or {}
     select = int(raw.get("mm_vision_select_layer", -2))
+    if is_internvideo2(tower):
+        return _internvideo2_config(overrides, select, raw.get("mm_local_num_frames", 4))
     blocks = overrides.get("num_hidden_layers", UMT_DEPTH + select + 1)
     image_size = overrides.get("image_size", 448 if hd else 224)
     return UMTConfig(hidden_size=overrides.get("hidden_size", 1024), num_layers=blocks,
                      num_heads=overrides.get("num_attention_heads", 16), patch_size=overrides.get("patch_size", 16),
                      image_size=image_size, num_frames=overrides.get("num_frames", raw.get("mm_local_num_frames", 4)),
                      interpolate_positions=hd)
+
+
+def _internvideo2_config(overrides: dict, select: int, frames: int) -> InternVideo2Config:
+    """Released sizes, or a `vision_config` block named after the official tower's arguments (embed_dim,
+    depth = blocks built, num_heads, patch_size, img_size, num_frames, mlp_hidden_dim, norm_eps)."""
+    width = overrides.get("embed_dim", 1408)
+    return InternVideo2Config(hidden_size=width, num_layers=overrides.get("depth", INTERNVIDEO2_DEPTH + select + 1),
+                              num_heads=overrides.get("num_heads", 16), patch_size=overrides.get("patch_size", 14),
+                              image_size=overrides.get("img_size", 224), num_frames=overrides.get("num_frames", frames),
+                              mlp_hidden_size=overrides.get("mlp_hidden_dim", int(width * OFFICIAL_MLP_RATIO)),
+                              norm_eps=overrides.get("norm_eps", 1e-6))
 
 
 ROPE_KEYS = {"rope_theta", "rope_scaling", "rope_parameters"}  # transformers 5 folds the first two into the last
@@ -134,18 +155,19 @@ def _llm_kwargs(raw: dict) -> dict:
 
 
 def official_to_hico(key: str) -> str:
-    """Map an official state-dict key to hico's module path (`vision.`, `projector.`, `llm.`)."""
-    if key.startswith(VISION_PREFIX):
-        return "vision." + key[len(VISION_PREFIX):]
-    if key.startswith(PROJECTOR_PREFIX):
-        return "projector." + key[len(PROJECTOR_PREFIX):]
+    """Map an official state-dict key to hico's module path (`vision.`, `projector.`, `llm.`); the tower's keys
+    start with VISION_PREFIX (UMT) or INTERNVIDEO2_PREFIX."""
+    for prefix, head in ((VISION_PREFIX, "vision."), (INTERNVIDEO2_PREFIX, "vision."),
+                         (PROJECTOR_PREFIX, "projector.")):
+        if key.startswith(prefix):
+            return head + key[len(prefix):]
     return "llm." + key
 
 
-def hico_to_official(key: str) -> str:
-    """The inverse of `official_to_hico`."""
+def hico_to_official(key: str, vision_prefix: str = VISION_PREFIX) -> str:
+    """The inverse of `official_to_hico`, for the tower whose prefix is `vision_prefix` (HicoConfig.vision_prefix)."""
     head, _, rest = key.partition(".")
-    prefixes = {"vision": VISION_PREFIX, "projector": PROJECTOR_PREFIX, "llm": ""}
+    prefixes = {"vision": vision_prefix, "projector": PROJECTOR_PREFIX, "llm": ""}
     if head not in prefixes:
         raise KeyError(f"{key} is not a hico parameter name")
     return prefixes[head] + rest
@@ -196,11 +218,12 @@ def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Tensor], source: str,
-                     optional: set[str] = frozenset()) -> None:
+                     optional: set[str] = frozenset(), vision_prefix: str = VISION_PREFIX) -> None:
     """Fail with one message listing every missing, unexpected and wrongly shaped tensor (official names)."""
-    missing = sorted(hico_to_official(k) for k in expected if k not in found and k not in optional)
-    unexpected = sorted(hico_to_official(k) for k in found if k not in expected)
-    shapes = sorted(f"{hico_to_official(k)}: checkpoint {tuple(found[k].shape)}, model {tuple(expected[k])}"
+    official = lambda k: hico_to_official(k, vision_prefix)  # noqa: E731
+    missing = sorted(official(k) for k in expected if k not in found and k not in optional)
+    unexpected = sorted(official(k) for k in found if k not in expected)
+    shapes = sorted(f"{official(k)}: checkpoint {tuple(found[k].shape)}, model {tuple(expected[k])}"
                     for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k]))
     problems = []
     for title, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
@@ -220,6 +243,7 @@ def save_state_dict(state: dict[str, torch.Tensor], folder: str | Path, config: 
     for name in ("config.json", "model.safetensors"):
         if (folder / name).exists():
             raise CheckpointError(f"{folder / name} exists; hico does not overwrite checkpoints, choose a new folder")
-    official = {hico_to_official(k): v.detach().contiguous() for k, v in state.items()}
+    prefix = INTERNVIDEO2_PREFIX if is_internvideo2(str(config.get("mm_vision_tower", ""))) else VISION_PREFIX
+    official = {hico_to_official(k, prefix): v.detach().contiguous() for k, v in state.items()}
     save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config, indent=2))

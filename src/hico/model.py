@@ -1,5 +1,5 @@
-"""HicoModel: UMT tower -> clip-level merging -> MLP projector -> transformers' own Qwen2, with progressive
-visual-token dropout applied between the stock decoder layers.
+"""HicoModel: vision tower (UMT or InternVideo2) -> clip-level merging -> MLP projector -> transformers' own Qwen2, with
+progressive visual-token dropout applied between the stock decoder layers.
 
 After a drop, the shortened sequence gets contiguous positions 0..L'-1, so every layer's KV cache holds its
 own number of tokens. While decoding, each layer places the new token at its own cache length, which is
@@ -20,6 +20,7 @@ from hico.checkpoint import HicoConfig, hico_to_official
 from hico.errors import NonFiniteError
 from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, queries_after_drop,
                            text_guided_scores, uniform_keep)
+from hico.vision.internvideo2 import InternVideo2Config, InternVideo2Encoder
 from hico.vision.umt import UMTEncoder
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts
@@ -78,7 +79,8 @@ class HicoModel(nn.Module):
     def __init__(self, config: HicoConfig) -> None:
         super().__init__()
         self.config = config
-        self.vision = UMTEncoder(config.vision)
+        tower = InternVideo2Encoder if isinstance(config.vision, InternVideo2Config) else UMTEncoder
+        self.vision = tower(config.vision)
         self.projector = Projector(config.mm_hidden_size, config.hidden_size)
         self.llm = Qwen2ForCausalLM(config.qwen2_config())
 
@@ -239,7 +241,8 @@ class FiniteWatch:
 
     def _cause(self, module: nn.Module) -> str:
         prefix = next(n for n, m in self.model.named_modules() if m is module)
-        damaged = [hico_to_official(f"{prefix}.{n}") for n, p in module.named_parameters()
+        vision_prefix = self.model.config.vision_prefix
+        damaged = [hico_to_official(f"{prefix}.{n}", vision_prefix) for n, p in module.named_parameters()
                    if not bool(torch.isfinite(p).all())]
         if damaged:
             more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""

@@ -116,7 +116,8 @@ def load_weights(model: HicoModel, folder: str | Path) -> None:
     adapter = (folder / ADAPTER_WEIGHTS).exists()
     if adapter:
         state.update(read_safetensors(folder / ADAPTER_WEIGHTS))
-    missing = [hico_to_official(k) if ".lora_" not in k else k for k in current if k not in state
+    prefix = model.config.vision_prefix
+    missing = [hico_to_official(k, prefix) if ".lora_" not in k else k for k in current if k not in state
                and not k.endswith("lm_head.weight") and (adapter or ".lora_" not in k)]
     if missing:
         raise HicoError(f"{folder}: the checkpoint lacks {len(missing)} weights the model has, e.g. {missing[:3]}")
