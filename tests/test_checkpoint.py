@@ -223,3 +223,70 @@ def test_damaged_shard_of_an_index_is_named(checkpoint: Path, tmp_path: Path) ->
     (target / "model.safetensors.index.json").write_text("{\"weight_map\": ")
     with pytest.raises(CheckpointError, match="model.safetensors.index.json: not a safetensors index"):
         hico.load(target)
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hub_cache(cache: Path, repo: str, checkpoint: Path, ref: str = "main") -> Path:
+    """The documented Hub cache layout: blobs/ by hash, snapshots/<commit>/ of links to them, refs/<ref>."""
+    import hashlib
+
+    storage = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = storage / "snapshots" / COMMIT
+    (storage / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for item in checkpoint.iterdir():
+        data = item.read_bytes()
+        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / item.name).symlink_to(Path("../..") / "blobs" / blob.name)
+    (storage / "refs").mkdir()
+    (storage / "refs" / ref).write_text(COMMIT)
+    return snapshot
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_CACHE", "HF_HOME"])
+def test_hub_id_loads_from_the_cache_offline(checkpoint: Path, tmp_path: Path, monkeypatch, no_network,
+                                             variable: str) -> None:
+    cache = tmp_path / "hub" if variable == "HF_HUB_CACHE" else tmp_path / "home" / "hub"
+    snapshot = _hub_cache(cache, "OpenGVLab/Tiny-Flash", checkpoint)
+    monkeypatch.setenv(variable, str(cache if variable == "HF_HUB_CACHE" else tmp_path / "home"))
+    loaded = hico.load("OpenGVLab/Tiny-Flash")
+    assert loaded.name == "OpenGVLab/Tiny-Flash" and loaded.tokenizer is not None
+    direct = hico.load(checkpoint)
+    assert all(torch.equal(direct.model.state_dict()[k], v) for k, v in loaded.model.state_dict().items())
+    assert hico.load("OpenGVLab/Tiny-Flash", revision=COMMIT).model_id == loaded.model_id
+    assert snapshot.is_dir()
+
+
+def test_uncached_hub_id_offline_is_one_line_saying_how_to_fetch(tmp_path: Path, monkeypatch, no_network) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(CheckpointError) as caught:
+        hico.load("OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448", revision="v1.0")
+    message = str(caught.value)
+    assert "\n" not in message and "HF_HUB_OFFLINE is set" in message and str(tmp_path / "empty") in message
+    assert "`hf download OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448 --revision v1.0`" in message
+
+
+def test_folders_win_over_hub_ids_and_take_no_revision(checkpoint: Path, tmp_path: Path, monkeypatch,
+                                                       no_network) -> None:
+    (tmp_path / "owner").mkdir()
+    (tmp_path / "owner" / "tiny").symlink_to(checkpoint)
+    monkeypatch.chdir(tmp_path)
+    assert hico.load("owner/tiny").name == checkpoint.name  # an existing relative folder, not a Hub id
+    with pytest.raises(CheckpointError, match="--revision applies to Hub ids"):
+        hico.load(checkpoint, revision="main")

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hico.checkpoint import CheckpointError, HicoConfig, check_state_dict, load_state_dict, weight_files
+from hico.checkpoint import (CheckpointError, HicoConfig, check_state_dict, is_hub_id, load_state_dict,
+                             resolve_checkpoint, weight_files)
 from hico.compress import DropSchedule
 from hico.errors import HicoError
 from hico.generate import GenerationOptions, generate
@@ -136,9 +137,13 @@ class Hico:
         return ids
 
 
-def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Hico:
-    """Load a VideoChat-Flash checkpoint folder (official layout) and its tokenizer, if present."""
-    folder = Path(path)
+def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", *,
+         revision: str | None = None) -> Hico:
+    """Load a VideoChat-Flash checkpoint, a folder (official layout) or a Hub id such as
+    "OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448" (downloaded once into the Hub cache, `revision` a branch, tag
+    or commit), with its tokenizer, if present."""
+    hub = is_hub_id(path)
+    folder = resolve_checkpoint(path, revision)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a folder; pass the folder of a downloaded checkpoint")
     config = HicoConfig.from_folder(folder)
@@ -158,7 +163,7 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
 
         apply_adapter(model, folder)  # a LoRA training checkpoint: merged into the weights on load
     model.eval()
-    return Hico(model, load_tokenizer(folder), _fingerprint(folder), folder.resolve().name)
+    return Hico(model, load_tokenizer(folder), _fingerprint(folder), str(path) if hub else folder.resolve().name)
 
 
 def load_tokenizer(folder: Path):

@@ -1,14 +1,18 @@
-"""Released-checkpoint layout: config parsing and validation, the official key names, safetensors load/save.
+"""Released-checkpoint layout: config parsing and validation, the official key names, safetensors load/save,
+and checkpoints named by their Hugging Face Hub id.
 
 A checkpoint folder holds the official `config.json` (a Qwen2 config plus multimodal keys, optionally a
 `vision_config` block that small models use to size the tower), `model.safetensors` or a sharded index, and
-usually the tokenizer files.
+usually the tokenizer files. A Hub id (`OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448`) is resolved to a folder
+of the Hub cache by `resolve_checkpoint`, downloading only the files hico reads (HUB_FILES).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +30,11 @@ SUPPORTED_PROJECTOR = "tome16_mlp_hd64"
 POOLING_PROJECTOR = "avgpool16_mlp"  # hico's own: average pooling instead of merging (the ablation baseline)
 UMT_DEPTH = 24  # UMT-L blocks in the pretrained tower; select_layer -2 builds 23 of them
 INTERNVIDEO2_DEPTH = 40  # InternVideo2-1B blocks; select_layer -2 builds 39 of them
+# What hico reads from a Hub repo: config, safetensors weights (+ shard index), tokenizer files, a LoRA adapter's
+# config. Released repos also hold the tower's init weights as .bin/.pt and the remote code: never fetched.
+HUB_FILES = ["config.json", "*.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+             "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "adapter_config.json"]
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -134,11 +143,18 @@ def _vision_config(raw: dict, tower: str) -> UMTConfig | InternVideo2Config:
 def _internvideo2_config(overrides: dict, select: int, frames: int) -> InternVideo2Config:
     """Released sizes, or a `vision_config` block named after the official tower's arguments (embed_dim,
     depth = blocks built, num_heads, patch_size, img_size, num_frames, mlp_hidden_dim, norm_eps)."""
-    width = overrides.get("embed_dim", 1408)
-    return InternVideo2Config(hidden_size=width, num_layers=overrides.get("depth", INTERNVIDEO2_DEPTH + select + 1),
-                              num_heads=overrides.get("num_heads", 16), patch_size=overrides.get("patch_size", 14),
-                              image_size=overrides.get("img_size", 224), num_frames=overrides.get("num_frames", frames),
-                              mlp_hidden_size=overrides.get("mlp_hidden_dim", int(width * OFFICIAL_MLP_RATIO)),
+    def value(official: str, hico_name: str, default):  # the UMT-style names of hico's tiny configs work too
+        return overrides.get(official, overrides.get(hico_name, default))
+
+    width = value("embed_dim", "hidden_size", 1408)
+    return InternVideo2Config(hidden_size=width,
+                              num_layers=value("depth", "num_hidden_layers", INTERNVIDEO2_DEPTH + select + 1),
+                              num_heads=value("num_heads", "num_attention_heads", 16),
+                              patch_size=overrides.get("patch_size", 14),
+                              image_size=value("img_size", "image_size", 224),
+                              num_frames=overrides.get("num_frames", frames),
+                              mlp_hidden_size=value("mlp_hidden_dim", "mlp_hidden_size",
+                                                    int(width * OFFICIAL_MLP_RATIO)),
                               norm_eps=overrides.get("norm_eps", 1e-6))
 
 
@@ -171,6 +187,59 @@ def hico_to_official(key: str, vision_prefix: str = VISION_PREFIX) -> str:
     if head not in prefixes:
         raise KeyError(f"{key} is not a hico parameter name")
     return prefixes[head] + rest
+
+
+def hub_cache() -> Path:
+    """The Hub cache folder, from the environment at call time: HF_HUB_CACHE, else HF_HOME/hub, else the
+    huggingface_hub default (~/.cache/huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def is_hub_id(name: str | Path) -> bool:
+    """`owner/name` that is not an existing path: a Hub repo id."""
+    return not Path(name).exists() and bool(HUB_ID.match(str(name)))
+
+
+def resolve_checkpoint(name: str | Path, revision: str | None = None) -> Path:
+    """The local folder of a checkpoint given as a folder or as a Hub repo id (downloaded into the Hub cache
+    with a progress bar, or found there when HF_HUB_OFFLINE is set); `revision` is a branch, tag or commit."""
+    if not is_hub_id(name):
+        if revision is not None:
+            raise CheckpointError(f"{name}: --revision applies to Hub ids (owner/name), not to a local folder")
+        return Path(name)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    repo, cache, offline = str(name), hub_cache(), hub_offline()
+    at = f" at revision {revision}" if revision else ""
+    try:
+        return Path(snapshot_download(repo, revision=revision, cache_dir=cache, local_files_only=offline,
+                                      allow_patterns=HUB_FILES))
+    except RevisionNotFoundError as exc:
+        raise CheckpointError(f"{repo}: the Hub repo has no revision {revision!r}; use a branch, tag or commit "
+                              "of it") from exc
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise CheckpointError(f"{repo}: no such folder, and no Hub model repo of that name that this account can "
+                              "read (check the spelling, or log in with `hf auth login` for a gated one)") from exc
+    except LocalEntryNotFoundError as exc:
+        why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise CheckpointError(f"{repo}{at} is not in the Hub cache {cache} and {why}; fetch it on a connected "
+                              f"machine with `hf download {repo}{' --revision ' + revision if revision else ''}` "
+                              "into the same cache (HF_HOME / HF_HUB_CACHE), or pass a checkpoint folder") from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise CheckpointError(f"{repo}{at}: download failed ({type(exc).__name__}: {exc}); retry, or fetch it with "
+                              f"`hf download {repo}`") from exc
 
 
 def weight_files(folder: str | Path) -> list[Path]:
