@@ -51,14 +51,14 @@ def compare(name: str, ours: torch.Tensor, reference: torch.Tensor, tolerance: f
         return Check(name, same, f"ids {ours_ids}" if same else f"ids {ours_ids} vs reference {ref_ids}")
     if ours.numel() != reference.numel():
         return Check(name, False, f"shape {tuple(ours.shape)} vs reference {tuple(reference.shape)}")
-    ours, reference = ours.reshape(reference.shape).double(), reference.double()
+    ours, reference = ours.detach().cpu().reshape(reference.shape).double(), reference.double()
     error = (ours - reference).abs().max().item()
     relative = error / max(reference.abs().max().item(), 1e-12)
     return Check(name, relative <= tolerance, f"max abs {error:.3e}, relative {relative:.3e}")
 
 
-def run(folder: str | Path, dtype: torch.dtype = torch.float32) -> list[Check]:
-    """Recompute every reference tensor of a fixture folder with hico, the model in `dtype`."""
+def run(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> list[Check]:
+    """Recompute every reference tensor of a fixture folder with hico, the model in `dtype` on `device`."""
     from safetensors.torch import load_file
 
     from hico.api import load
@@ -69,7 +69,7 @@ def run(folder: str | Path, dtype: torch.dtype = torch.float32) -> list[Check]:
     if not reference_path.exists():
         raise HicoError(f"{folder}: no reference.safetensors; pass a conformance fixture folder")
     reference = {k: v for k, v in load_file(str(reference_path)).items()}
-    model = load(folder, dtype=dtype, device="cpu").model
+    model = load(folder, dtype=dtype, device=device).model
     config = model.config
     exact = dtype == torch.float32
     checks, ours, skipped = [], {}, {}
@@ -81,7 +81,7 @@ def run(folder: str | Path, dtype: torch.dtype = torch.float32) -> list[Check]:
         pixels = reference.get("pixel_values", ours.get("pixel_values"))
         if pixels is not None:
             clips = pixels.float().reshape(-1, config.local_num_frames, *pixels.shape[1:])
-            ours["vision_features"] = model.vision(clips.to(dtype))
+            ours["vision_features"] = model.vision(clips.to(device=device, dtype=dtype))
             ours["projector_out"] = model.encode_clips(clips)
             if not exact:
                 skipped["projector_out"] = "not compared in half precision (ToMe matching flips on rounding)"
@@ -89,6 +89,7 @@ def run(folder: str | Path, dtype: torch.dtype = torch.float32) -> list[Check]:
         if inference and "input_ids" in reference and "projector_out" in ours:
             input_ids = reference["input_ids"].flatten().long()
             visual = ours["projector_out"] if exact else reference.get("projector_out", ours["projector_out"])
+            visual = visual.to(device)
             embeds, span = model.embed(input_ids, visual)
             full = model.prefill(embeds, span, all_logits=True)
             ours["logits_full"] = full.logits[0]
@@ -103,8 +104,8 @@ def run(folder: str | Path, dtype: torch.dtype = torch.float32) -> list[Check]:
     if "labels" in reference and clips is not None:
         # hico train's half precision is mixed precision (float32 weights under autocast), as the official
         # DeepSpeed bf16 runs keep float32 master weights: the training tensors are computed that way
-        trained = model if exact else load(folder, dtype=torch.float32, device="cpu").model
-        with torch.autocast("cpu", dtype=dtype, enabled=not exact):
+        trained = model if exact else load(folder, dtype=torch.float32, device=device).model
+        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=not exact):
             ours.update(training_tensors(trained, reference["input_ids"].flatten().long(),
                                          reference["labels"].flatten().long(), clips))
         if not exact:
@@ -162,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("fixture", nargs="+", help="fixture folder(s)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="model precision; half precision uses the looser LOW_PRECISION_TOLERANCE")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     failed = 0
     for folder in args.fixture:
         try:
-            checks = run(folder, dtype)
+            checks = run(folder, dtype, args.device)
         except HicoError as exc:
             print(f"hico.conformance: error: {exc}", file=sys.stderr)
             return 2

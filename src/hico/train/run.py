@@ -36,17 +36,17 @@ def load_samples(data: str | Path, seed: int = 0):
 
 
 def train(model_path: str | Path, data: str | Path, output: str | Path, config: TrainConfig, *,
-          resume: bool = False, progress: bool = True, callbacks: list | None = None,
+          resume: bool = False, progress: bool = True, callbacks: list | None = None, revision: str | None = None,
           **trainer_args) -> TrainResult:
     from transformers.trainer_utils import get_last_checkpoint
 
     from hico.api import load_tokenizer
-    from hico.checkpoint import HicoConfig
+    from hico.checkpoint import HicoConfig, resolve_checkpoint
     from hico.compress import DropSchedule
     from hico.train.dataset import ConversationDataset, collate, prepare
     from hico.train.engine import HicoTrainer, LossLog, TrainingModel, build_model, training_arguments
 
-    model_path, output = Path(model_path), Path(output)
+    model_path, output = resolve_checkpoint(model_path, revision), Path(output)  # a folder or a Hub id
     if not (model_path / "config.json").is_file():
         raise OptionError(f"{model_path}: no config.json; pass a checkpoint folder in the official layout")
     if (output / "model.safetensors").exists():
