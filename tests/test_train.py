@@ -19,7 +19,8 @@ import hico
 from hico.synthetic import videos
 from hico.compress import DropSchedule
 from hico.errors import OptionError
-from hico.synthetic.checkpoints import write_random_checkpoint
+from hico.model import IMAGE_TOKEN_INDEX
+from hico.synthetic.checkpoints import random_model, tiny_official_config, write_random_checkpoint
 from hico.train.dataset import ConversationDataset, TrainingDataError, collate, prepare
 from hico.train.data import load_conversations
 from hico.train.engine import TrainingModel, build_model
@@ -232,3 +233,15 @@ def test_time_message_share_and_in_process_decoding(task) -> None:
     assert torch.equal(first["clips"], second["clips"]) and torch.equal(first["ids"], second["ids"])
     without = ConversationDataset(samples, tokenizer, _config(time_message=0.0), 64)[0]
     assert len(without["ids"]) < len(first["ids"])  # the time message's tokens are gone
+
+
+def test_sample_without_text_guided_queries_is_not_dropped() -> None:
+    """No labelled token follows an ignored one (only the first two tokens are labelled): the official code
+    then does not drop, and neither does hico (it used to fail on the empty query list)."""
+    model = random_model(tiny_official_config(), seed=0)
+    ids = torch.tensor([5, 6, IMAGE_TOKEN_INDEX, 7, 8, 9])
+    targets = torch.tensor([5, 6, -100, -100, -100, -100])
+    clips = torch.randn(1, 4, 3, 64, 64)
+    stock = TrainingModel(model)([ids], [targets], [clips])["loss"]
+    dropping = TrainingModel(model, DropSchedule("attention", (1,), (1.0, 0.5)))([ids], [targets], [clips])["loss"]
+    assert torch.isfinite(stock) and torch.equal(stock, dropping)

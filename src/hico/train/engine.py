@@ -59,9 +59,10 @@ class TrainingModel(nn.Module):
         visual = self.model.encode_clips(clips).flatten(0, 1) if clips is not None else None
         embeds, span = self.model.embed(ids, visual)
         labels = expand_labels(targets.to(embeds.device), span)
-        if span is not None and self.schedule.enabled:
+        queries = answer_queries(labels)
+        if span is not None and self.schedule.enabled and len(queries):  # no query: not dropped, as official
             prefill = self.model.prefill(embeds, span, self.schedule, all_logits=True, head=False,
-                                         query_positions=answer_queries(labels))
+                                         query_positions=queries)
             hidden = prefill.hidden[0]
             labels = torch.cat([labels[: span.start], labels.new_full((len(prefill.kept),), IGNORE_INDEX),
                                 labels[span.start + span.count:]])
