@@ -290,3 +290,15 @@ def test_folders_win_over_hub_ids_and_take_no_revision(checkpoint: Path, tmp_pat
     assert hico.load("owner/tiny").name == checkpoint.name  # an existing relative folder, not a Hub id
     with pytest.raises(CheckpointError, match="--revision applies to Hub ids"):
         hico.load(checkpoint, revision="main")
+
+
+def test_cli_model_and_revision_options_reach_the_hub_lookup(tmp_path: Path, monkeypatch, no_network,
+                                                             capsys) -> None:
+    from hico.cli import main
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    code = main(["chat", str(tmp_path / "v.mp4"), "What happens?", "--model", "OpenGVLab/Not-Cached",
+                 "--revision", "v2"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1
+    assert error.startswith("hico: error: OpenGVLab/Not-Cached at revision v2 is not in the Hub cache")

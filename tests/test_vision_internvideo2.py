@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hico
-from hico.tiny import tiny_official_config, write_random_checkpoint
+from hico.synthetic.checkpoints import tiny_official_config, write_random_checkpoint
 from hico.vision.internvideo2 import Block, InternVideo2Config, InternVideo2Encoder
 
 TINY = InternVideo2Config(hidden_size=32, num_layers=2, num_heads=4, patch_size=8, image_size=32, mlp_hidden_size=40)

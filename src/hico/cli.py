@@ -66,9 +66,11 @@ def sampling_options(args: argparse.Namespace):
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="checkpoint folder (official VideoChat-Flash layout); default: the embedded "
-                                        "toy model")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--model", help="checkpoint folder (official VideoChat-Flash layout) or Hub id, e.g. "
+                                        "OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448; default: the embedded toy model")
+    parser.add_argument("--revision", help="branch, tag or commit of a Hub id (default: main)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                        help="bfloat16 on GPUs, float32 on CPUs; float16 can overflow in Qwen2 (reported, not hidden)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
@@ -80,7 +82,8 @@ def load_model(args: argparse.Namespace):
     from hico.embedded import embedded_path
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device)
+    return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device,
+                     revision=args.revision)
 
 
 def add_dropout_args(parser: argparse.ArgumentParser) -> None:

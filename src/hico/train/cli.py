@@ -10,7 +10,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from hico.train.stages import load_stage, parse_overrides
 
     config = load_stage(args.stage, parse_overrides(args.set or []))
-    result = train(args.model, args.data, args.output, config, resume=args.resume)
+    result = train(args.model, args.data, args.output, config, resume=args.resume, revision=args.revision)
     print(f"trained {result.steps} steps; checkpoint in {result.output}")
 
 
@@ -24,7 +24,9 @@ def register(sub) -> None:
     train = sub.add_parser("train", help="train one stage (1-4) from a checkpoint on conversation data")
     train.add_argument("--stage", required=True, help="1, 2, 3, 4, or a YAML file of training settings")
     train.add_argument("--data", required=True, help="mixture YAML (official stage format) or conversation JSON/JSONL")
-    train.add_argument("--model", required=True, help="checkpoint folder to start from (official layout)")
+    train.add_argument("--model", required=True, help="checkpoint to start from: a folder (official layout) or a "
+                                                      "Hub id")
+    train.add_argument("--revision", help="branch, tag or commit of a Hub id (default: main)")
     train.add_argument("--output", required=True, help="folder for checkpoints and the final model")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a setting, e.g. --set lr=2e-5 --set max_steps=100 --set lora.rank=8")
