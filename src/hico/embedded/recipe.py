@@ -88,7 +88,8 @@ def recipe(scale: float = 1.0, varied: bool = True) -> tuple[Step, ...]:
     common = {"lr": 1e-3, "vision_lr": None, "grad_accum": 1, "batch_size": 8, "warmup_ratio": 0.05,
               "weight_decay": 0.0, "gradient_checkpointing": False, "isolate_decode": False, "time_message": 0.5,
               "logging_steps": 25, "save_steps": 100000, "max_length": 4096, "min_frames": 8,
-              "policy": "dynamic_fps1", "template": "qwen_2"}
+              "policy": "dynamic_fps1", "template": "qwen_2",
+              "labels": "answers"}  # how the shipped weights were trained (before the official rule became the default)
     data = {"size": SIZE, "attributes": ATTRIBUTES, "kinds": ("caption",)}
     if varied:
         data.update(photos=VARIED_PHOTOS, augment=True, haystacks=HAYSTACKS)
