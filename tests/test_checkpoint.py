@@ -302,3 +302,17 @@ def test_cli_model_and_revision_options_reach_the_hub_lookup(tmp_path: Path, mon
     error = capsys.readouterr().err.strip()
     assert code == 2 and len(error.splitlines()) == 1
     assert error.startswith("hico: error: OpenGVLab/Not-Cached at revision v2 is not in the Hub cache")
+
+
+def test_only_the_files_hico_reads_are_downloaded() -> None:
+    """HUB_FILES through huggingface_hub's own filter, on the file list of a released repo."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from hico.checkpoint import HUB_FILES
+
+    shards = [f"model-0000{i}-of-00004.safetensors" for i in range(1, 5)]
+    wanted = ["config.json", "model.safetensors.index.json", *shards, "tokenizer.json", "tokenizer_config.json",
+              "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json"]
+    unwanted = [".gitattributes", "README.md", "generation_config.json", "modeling_videochat_flash.py",
+                "vision_tower_builder.py", "mm_utils.py", "pytorch_model.bin", "UMT-L_f4_vision.pt"]
+    assert sorted(filter_repo_objects(wanted + unwanted, allow_patterns=HUB_FILES)) == sorted(wanted)
