@@ -17,9 +17,9 @@ from torch import nn
 from transformers import DynamicCache, Qwen2ForCausalLM
 
 from hico.checkpoint import HicoConfig, hico_to_official
-from hico.errors import NonFiniteError
 from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, queries_after_drop,
                            text_guided_scores, uniform_keep)
+from hico.errors import NonFiniteError
 from hico.vision.internvideo2 import InternVideo2Config, InternVideo2Encoder
 from hico.vision.umt import UMTEncoder
 
