@@ -251,3 +251,97 @@ def test_float16_overflow_is_reported_as_such() -> None:
         half.prefill(*_prompt(half))
     assert caught.value.where == "LLM layer 1 (model.layers.1)" and caught.value.dtype == "float16"
     assert "float16 overflow" in str(caught.value) and "bfloat16 or float32" in str(caught.value)
+
+
+# Video prefix reuse and chunked prefill: both must equal the plain prefill (float32, 1e-5 relative).
+
+SCHEDULES = [
+    DropSchedule(),
+    DropSchedule("uniform", (1, 4), (1.0, 0.75, 0.25)),
+    DropSchedule("attention", (3,), (1.0, 0.5)),
+    DropSchedule("uniform0_attention", (2, 4), (1.0, 0.75, 0.3)),
+    DropSchedule("uniform1_attention", (1, 2, 4), (1.0, 0.75, 0.5, 0.25)),
+]
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+def _greedy(model, state, steps: int = 4) -> list[int]:
+    ids, logits = [], state.logits[0, -1]
+    for _ in range(steps):
+        ids.append(int(logits.argmax()))
+        logits = model.decode(torch.tensor([[ids[-1]]]), state.cache)[0, -1]
+    return ids
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda s: f"{s.kind}{list(s.layers)}")
+def test_question_after_a_kept_prefix_equals_the_full_prefill(model, schedule) -> None:
+    video, span = _prompt(model, seed=7)
+    end = span.start + span.count
+    prefix = model.prefill_prefix(video[:, :end], span, schedule)
+    kept_kv = [(k.clone(), v.clone()) for k, v in prefix.kv]
+    for seed in (7, 8):  # two questions about the same video: the prefix must not change
+        embeds = torch.cat([video[:, :end], _prompt(model, seed=seed)[0][:, end:]], dim=1)
+        full = model.prefill(embeds, span, schedule)
+        reused = model.prefill_after(prefix, embeds[:, end:], schedule)
+        assert _relative(reused.logits, full.logits) < 1e-5
+        assert torch.equal(reused.kept, full.kept)
+        assert [reused.cache.get_seq_length(i) for i in range(6)] == [full.cache.get_seq_length(i) for i in range(6)]
+        assert _greedy(model, reused) == _greedy(model, full)
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(prefix.kv, kept_kv))
+
+
+def test_prefix_keeps_only_the_layers_no_question_changes(model) -> None:
+    embeds, span = _prompt(model)
+    end = span.start + span.count
+    uniform = model.prefill_prefix(embeds[:, :end], span, SCHEDULES[1])
+    assert uniform.layer == 6 and uniform.hidden is None and len(uniform.kv) == 6
+    assert uniform.kv[5][0].shape[2] == span.start + int(VISUAL * 0.25)
+    guided = model.prefill_prefix(embeds[:, :end], span, SCHEDULES[3])  # uniform after 2, text-guided after 4
+    assert guided.layer == 4 and len(guided.kv) == 4 and guided.current == int(VISUAL * 0.75)
+    assert guided.hidden.shape[1] == span.start + int(VISUAL * 0.75)
+    with pytest.raises(ValueError, match="end with its visual tokens"):
+        model.prefill_prefix(embeds, span)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("schedule", [SCHEDULES[0], SCHEDULES[1], SCHEDULES[3]],
+                         ids=lambda s: f"{s.kind}{list(s.layers)}")
+def test_chunked_prefill_equals_the_unchunked_one(model, schedule) -> None:
+    embeds, span = _prompt(model, seed=9)
+    whole = model.prefill(embeds, span, schedule, all_logits=True)
+    for chunk in (9, 16):  # chunks cut the text, the visual span and the drop boundaries at various places
+        chunked = model.prefill(embeds, span, schedule, all_logits=True, chunk=chunk)
+        assert _relative(chunked.logits, whole.logits) < 1e-5
+        assert torch.equal(chunked.kept, whole.kept)
+        last = model.prefill(embeds, span, schedule, chunk=chunk)
+        assert _relative(last.logits[0, -1], whole.logits[0, -1]) < 1e-5
+        for index, layer in enumerate(last.cache.layers):  # chunks were written into one reserved storage
+            assert layer.keys.shape == whole.cache.layers[index].keys.shape
+            assert layer.keys.data_ptr() == layer.stores[0].data_ptr()
+        token = torch.tensor([[5]])  # decoding grows the cache past its reservation
+        reference = model.decode(token, model.prefill(embeds, span, schedule).cache)
+        assert _relative(model.decode(token, last.cache), reference) < 1e-5
+
+
+@torch.no_grad()
+def test_continuation_attention_is_causal_from_the_bottom_right(model, monkeypatch) -> None:
+    import hico.model as model_module
+
+    monkeypatch.setattr(model_module, "MASK_ELEMENTS", 64)  # many small query blocks
+    monkeypatch.setattr(model_module, "MIN_QUERY_BLOCK", 3)
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 7, 8, generator=generator)
+    k, v = torch.randn(2, 1, 2, 19, 8, generator=generator)
+    attn = model.llm.model.layers[0].self_attn
+    ours, _ = model_module.continuation_attention(attn, q, k, v, None, scaling=8 ** -0.5)
+    # reference: the full softmax with query i (at position 12 + i) seeing keys 0 .. 12 + i
+    keys = k.repeat_interleave(2, dim=1)
+    values = v.repeat_interleave(2, dim=1)
+    scores = q @ keys.transpose(-1, -2) * 8 ** -0.5
+    future = torch.arange(19)[None, :] > 12 + torch.arange(7)[:, None]
+    expected = scores.masked_fill(future, float("-inf")).softmax(-1) @ values
+    assert torch.allclose(ours, expected.transpose(1, 2), atol=1e-6)

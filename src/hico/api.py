@@ -23,8 +23,8 @@ from hico.checkpoint import (CheckpointError, HicoConfig, check_state_dict, is_h
 from hico.compress import DropSchedule
 from hico.errors import HicoError
 from hico.generate import GenerationOptions, generate
-from hico.memory import VideoMemory, file_digest, memory_key
-from hico.model import HicoModel
+from hico.memory import VideoMemory, file_digest, load_prefix, memory_key, prefix_key, save_prefix
+from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix
 from hico.prompt import chat_prompt, tokenize
 from hico.video.preprocess import image_clip
 from hico.video.sampling import SamplePlan, SamplingOptions
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hico.video.reader import Video
 
 ENCODE_BATCH_CLIPS = 8  # clips per tower call: bounds activation memory whatever the video length
+PREFILL_CHUNK = 4096  # prompt tokens per pass through the layers: bounds activation memory whatever the length
 
 
 class Hico:
@@ -43,6 +44,13 @@ class Hico:
         self.tokenizer = tokenizer
         self.model_id = model_id  # fingerprint of the config and weight files
         self.name = name or model_id  # what people call it: the checkpoint folder's name
+        self.prefill_chunk: int | None = PREFILL_CHUNK
+        self.reuse_prefix = True  # keep each video's prefilled prefix for its next questions
+
+    @property
+    def variant(self) -> str:
+        """What besides the weight files changes the model's numbers: its dtype (and quantization)."""
+        return str(self.model.dtype).removeprefix("torch.")
 
     @torch.inference_mode()
     def encode_video(self, video: str | Path, sampling: SamplingOptions = SamplingOptions(), *,
@@ -95,16 +103,20 @@ class Hico:
     @torch.inference_mode()
     def answer(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
                options: GenerationOptions = GenerationOptions(), *, dropout: DropSchedule | None = None,
-               on_text: Callable[[str], None] | None = None) -> str:
-        """Answer a question about an encoded video; `on_text` receives the answer as it grows (streaming)."""
+               on_text: Callable[[str], None] | None = None, prefix_dir: str | Path | None = None) -> str:
+        """Answer a question about an encoded video; `on_text` receives the answer as it grows (streaming).
+
+        The prompt up to the end of the visual tokens is the same for every question about a video: it is
+        prefilled once and kept on `memory` (and in `prefix_dir` when given), so a question prefills only
+        its own tokens."""
         if self.tokenizer is None:
             raise HicoError("this checkpoint folder has no tokenizer files (tokenizer.json or vocab.json + "
                             "merges.txt); copy them from the released model")
         if not question.strip():
             raise HicoError("the question is empty; ask something about the video")
         input_ids = tokenize(chat_prompt(question, memory.time_msg, history), self.tokenizer)
-        embeds, span = self.model.embed(input_ids, memory.tokens)
-        prefill = self.model.prefill(embeds, span, dropout if dropout is not None else self.model.config.dropout)
+        prefill = self.prefill(memory, input_ids, dropout if dropout is not None else self.model.config.dropout,
+                               prefix_dir=prefix_dir)
         step = lambda token: self.model.decode(torch.tensor([[token]]), prefill.cache)[0, -1]  # noqa: E731
         tokens: list[int] = []
         shown = ""
@@ -120,9 +132,48 @@ class Hico:
         generate(step, prefill.logits[0, -1], options, self.stop_ids(), stream)
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
+    @torch.inference_mode()
+    def prefill(self, memory: VideoMemory, input_ids: torch.Tensor, schedule: DropSchedule, *,
+                prefix_dir: str | Path | None = None) -> Prefill:
+        """Prefill a prompt with one `<image>` placeholder for `memory`, reusing the video's prefix if kept."""
+        if not self.reuse_prefix:
+            embeds, span = self.model.embed(input_ids, memory.tokens)
+            return self.model.prefill(embeds, span, schedule, chunk=self.prefill_chunk)
+        at = int((input_ids == IMAGE_TOKEN_INDEX).nonzero()[0])
+        prefix = self.video_prefix(memory, input_ids[:at + 1], schedule, prefix_dir=prefix_dir)
+        rest = self.model.llm.model.embed_tokens(input_ids[at + 1:].to(self.model.device))[None]
+        return self.model.prefill_after(prefix, rest, schedule, chunk=self.prefill_chunk)
+
+    @torch.inference_mode()
+    def video_prefix(self, memory: VideoMemory, prefix_ids: torch.Tensor, schedule: DropSchedule, *,
+                     prefix_dir: str | Path | None = None) -> VideoPrefix:
+        """The prefilled prompt prefix `prefix_ids` (ending with `<image>`) for `memory`: kept on the memory,
+        read from or written to `prefix_dir` when given, else computed."""
+        ids = prefix_ids.tolist()
+        key = prefix_key(memory.key or f"tokens@{memory.tokens.data_ptr()}:{tuple(memory.tokens.shape)}",
+                         self.model_id, self.variant, schedule, ids)
+        prefix = memory.prefixes.get(key)
+        path = None
+        if prefix is None and prefix_dir is not None:
+            disk_key = prefix_key(memory.content_key(), self.model_id, self.variant, schedule, ids)
+            path = Path(prefix_dir) / f"{disk_key}.prefix.safetensors"
+            prefix = load_prefix(path, self.model.device)
+        if prefix is None:
+            embeds, span = self.model.embed(prefix_ids, memory.tokens)
+            prefix = self.model.prefill_prefix(embeds, span, schedule, chunk=self.prefill_chunk)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_prefix(prefix, path)
+        memory.keep_prefix(key, prefix)
+        return prefix
+
     def chat(self, video: str | Path, question: str, sampling: SamplingOptions = SamplingOptions(),
-             options: GenerationOptions = GenerationOptions(), **kwargs) -> str:
-        return self.answer(self.encode_video(video, sampling), question, options=options, **kwargs)
+             options: GenerationOptions = GenerationOptions(), *, cache_dir: str | Path | None = None,
+             **kwargs) -> str:
+        """Encode a video and answer one question; with `cache_dir`, both the video's tokens and its
+        prefilled prefix are kept there for the next question."""
+        memory = self.encode_video(video, sampling, cache_dir=cache_dir)
+        return self.answer(memory, question, options=options, prefix_dir=cache_dir, **kwargs)
 
     def stop_ids(self) -> set[int]:
         ids = set()

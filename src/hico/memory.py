@@ -2,20 +2,26 @@
 
 Saved as safetensors (tokens) with JSON metadata; keyed by the video's content hash, the sampling options
 and the model's fingerprint, so a cached memory is only reused for the same input, sampling and weights.
+A memory also keeps the prefilled prompt prefix that ends with its visual tokens (`VideoPrefix`), so that a
+question prefills only its own tokens; in memory, and on disk beside the memory when asked, keyed by the
+memory's key, the model's fingerprint and variant (dtype, quantization), the dropout schedule and the prefix ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from hico.errors import HicoError
+from hico.model import VideoPrefix, VisualSpan
 
 HASH_CHUNK = 1 << 20
+PREFIX_FORMAT = 1
+PREFIXES_KEPT = 2  # prefixes a memory holds in RAM (one per dropout schedule/model in use); the oldest goes first
 
 
 @dataclass
@@ -27,16 +33,30 @@ class VideoMemory:
     duration: float  # seconds, as the time message states it
     source: str  # the video path it came from
     key: str  # content hash + sampling + model
+    prefixes: dict[str, VideoPrefix] = field(default_factory=dict, repr=False, compare=False)  # by prefix_key
 
     @property
     def num_frames(self) -> int:
         return len(self.indices)
 
+    def content_key(self) -> str:
+        """The memory's key, or for a memory never cached a digest of its tokens (so a disk prefix fits them)."""
+        if self.key:
+            return self.key
+        data = self.tokens.detach().cpu().contiguous().view(torch.uint8).numpy()
+        return "tokens-" + hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
+
+    def keep_prefix(self, key: str, prefix: VideoPrefix) -> None:
+        self.prefixes.pop(key, None)
+        self.prefixes[key] = prefix
+        while len(self.prefixes) > PREFIXES_KEPT:
+            self.prefixes.pop(next(iter(self.prefixes)))
+
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
         path = Path(path)
-        meta = {k: v for k, v in asdict(self).items() if k != "tokens"}
+        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tokens", "prefixes")}
         tmp = path.with_suffix(path.suffix + ".partial")
         save_file({"tokens": self.tokens.detach().cpu().contiguous()}, str(tmp), metadata={"hico": json.dumps(meta)})
         tmp.replace(path)
@@ -74,3 +94,50 @@ def file_digest(path: str | Path) -> str:
 def memory_key(video_digest: str, sampling: object, size: int, model_id: str) -> str:
     text = json.dumps([video_digest, repr(sampling), size, model_id])
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def prefix_key(memory_key: str, model_id: str, variant: str, schedule: object, prefix_ids: list[int]) -> str:
+    """What a kept prefix depends on besides the weights' fingerprint: the video's tokens, the model variant
+    (dtype, quantization), the dropout schedule and the prompt tokens before the video."""
+    text = json.dumps([PREFIX_FORMAT, memory_key, model_id, variant, repr(schedule), prefix_ids])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def save_prefix(prefix: VideoPrefix, path: str | Path) -> Path:
+    """Write a prefix atomically (a partial file never takes the final name)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {"kept": prefix.kept}
+    for index, (keys, values) in enumerate(prefix.kv):
+        tensors[f"keys.{index}"], tensors[f"values.{index}"] = keys, values
+    if prefix.hidden is not None:
+        tensors["hidden"] = prefix.hidden
+    meta = {"format": PREFIX_FORMAT, "layer": prefix.layer, "current": prefix.current,
+            "span": [prefix.span.start, prefix.span.count]}
+    tmp = path.with_suffix(path.suffix + ".partial")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={"hico-prefix": json.dumps(meta)})
+    tmp.replace(path)
+    return path
+
+
+def load_prefix(path: str | Path, device: torch.device | str = "cpu") -> VideoPrefix | None:
+    """A saved prefix, or None when the file is missing, damaged or of another format (it is then rebuilt)."""
+    from safetensors.torch import load_file
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["hico-prefix"])
+        if meta.get("format") != PREFIX_FORMAT:
+            return None
+        tensors = load_file(str(path), device=str(device))
+        kv = [(tensors[f"keys.{i}"], tensors[f"values.{i}"]) for i in range(meta["layer"])]
+        return VideoPrefix(kv, tensors.get("hidden"), meta["layer"], tensors["kept"], meta["current"],
+                           VisualSpan(*meta["span"]))
+    except Exception:  # safetensors raises several types for damaged files; a prefix is only a cache
+        return None

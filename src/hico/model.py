@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, Qwen2ForCausalLM
+from transformers import AttentionInterface, DynamicCache, DynamicLayer, Qwen2ForCausalLM
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from hico.checkpoint import HicoConfig, hico_to_official
 from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, queries_after_drop,
@@ -24,6 +25,9 @@ from hico.vision.internvideo2 import InternVideo2Config, InternVideo2Encoder
 from hico.vision.umt import UMTEncoder
 
 IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts
+ATTENTION = "hico_sdpa"  # transformers' SDPA plus bottom-right causal continuation (`continuation_attention`)
+MASK_ELEMENTS = 1 << 23  # a continuation's mask block: 32 MB as SDPA's float mask, whatever the sequence length
+MIN_QUERY_BLOCK = 16
 
 
 def finite_outputs(method):
@@ -66,11 +70,87 @@ class VisualSpan:
 
 
 @dataclass
+class VideoPrefix:
+    """The prefilled prompt prefix that ends with a video's visual tokens: what every question about the video
+    shares. `kv` holds the keys and values of the first `layer` layers (all of them when the dropout schedule
+    does not depend on the question); `hidden` the input of layer `layer` otherwise, from which a question's
+    prefill resumes with its first text-guided drop."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (1, kv_heads, tokens, head_dim) keys and values
+    hidden: torch.Tensor | None  # (1, tokens, hidden) input of layer `layer`, None when every layer is cached
+    layer: int
+    kept: torch.Tensor  # indices of the visual tokens that survived the drops before `layer`
+    current: int  # visual tokens left before `layer`
+    span: VisualSpan
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [t for pair in self.kv for t in pair] + ([self.hidden] if self.hidden is not None else [])
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+@dataclass
+class _Pass:
+    """A prefill in progress: `hidden` is the input of layer `layer`."""
+
+    hidden: torch.Tensor
+    layer: int
+    cache: DynamicCache
+    span: VisualSpan | None
+    kept: torch.Tensor | None
+    current: int
+    queries: torch.Tensor | None
+
+
+@dataclass
 class Prefill:
     logits: torch.Tensor | None  # (1, L', vocab) when all positions were asked, else (1, 1, vocab); None if head=False
     cache: DynamicCache
     kept: torch.Tensor | None  # indices (into the original visual tokens) that survived every drop
     hidden: torch.Tensor | None = None  # the final normed hidden states instead of logits, when head=False
+
+
+class ReservedLayer(DynamicLayer):
+    """A KV cache layer that writes a prompt's chunks into storage reserved for all of them: the stock layer
+    concatenates, which copies the whole layer at every chunk (a transient as large as that layer's cache).
+    Past the reservation (decoding) it concatenates as the stock layer does."""
+
+    capacity = 0
+    stores: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, kv_heads, capacity, head_dim) keys, values
+
+    def reserve(self, tokens: int) -> None:
+        """Make room for `tokens` tokens in all (allocated at the next update, when the shapes are known)."""
+        self.capacity = max(self.capacity, tokens)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held = self.get_seq_length()
+        end = held + key_states.shape[-2]
+        if end > self.capacity:
+            return super().update(key_states, value_states, *args, **kwargs)
+        if self.stores is None or self.stores[0].shape[-2] < self.capacity:
+            self.stores = tuple(_storage(new, old, held, self.capacity)
+                                for new, old in ((key_states, self.keys), (value_states, self.values)))
+        for store, new in zip(self.stores, (key_states, value_states)):
+            store[..., held:end, :] = new
+        self.keys, self.values = (store[..., :end, :] for store in self.stores)
+        return self.keys, self.values
+
+
+def _storage(new: torch.Tensor, held_states: torch.Tensor, held: int, capacity: int) -> torch.Tensor:
+    """Storage for `capacity` tokens shaped like `new`, holding the `held` tokens cached so far."""
+    store = new.new_empty((*new.shape[:2], capacity, new.shape[-1]))
+    if held:
+        store[..., :held, :] = held_states
+    return store
+
+
+def prompt_cache(config) -> DynamicCache:
+    """A KV cache whose layers reserve room for a prompt's chunks (`ReservedLayer`)."""
+    cache = DynamicCache(config=config)
+    cache.layers = [ReservedLayer() for _ in cache.layers]
+    return cache
 
 
 class HicoModel(nn.Module):
@@ -83,6 +163,7 @@ class HicoModel(nn.Module):
         self.vision = tower(config.vision)
         self.projector = Projector(config.mm_hidden_size, config.hidden_size)
         self.llm = Qwen2ForCausalLM(config.qwen2_config())
+        self.llm.config._attn_implementation = ATTENTION
 
     @property
     def dtype(self) -> torch.dtype:
@@ -130,45 +211,120 @@ class HicoModel(nn.Module):
 
     @finite_outputs
     def prefill(self, embeds: torch.Tensor, span: VisualSpan | None, schedule: DropSchedule = DropSchedule(),
-                all_logits: bool = False, query_positions: torch.Tensor | None = None, head: bool = True) -> Prefill:
+                all_logits: bool = False, query_positions: torch.Tensor | None = None, head: bool = True,
+                chunk: int | None = None) -> Prefill:
         """Run the prompt through the LLM, dropping visual tokens after the schedule's layers.
 
         `query_positions` are the tokens whose attention guides text-guided drops (default: the last one,
         the end of the prompt); training passes the tokens before the answers, and `head=False` so that it
         applies the LM head to the answer positions only (a vocabulary-wide row per token is costly).
+        `chunk` (tokens) sends the prompt through the layers that many tokens at a time, so that activation
+        memory does not grow with the prompt beyond the KV cache (and, at a drop, the states it scores).
         """
-        llm = self.llm.model
+        state = _Pass(embeds, 0, prompt_cache(self.llm.config), span,
+                      torch.arange(span.count, device=embeds.device) if span is not None else None,
+                      span.count if span is not None else 0, query_positions)
+        self._forward(state, schedule, len(self._layers()), all_logits, chunk)
+        return self._finish(state, all_logits, head)
+
+    @finite_outputs
+    def prefill_prefix(self, embeds: torch.Tensor, span: VisualSpan, schedule: DropSchedule = DropSchedule(),
+                       chunk: int | None = None) -> VideoPrefix:
+        """Prefill a prompt prefix that ends with the visual tokens, as far as no question can change it.
+
+        Causal attention makes the prefix's keys and values independent of what follows, and so are uniform
+        drops; a text-guided drop is not (it scores the visual tokens by the question's attention), so the
+        prefix stops before the first text-guided drop and keeps the hidden states it needs to resume there.
+        """
+        if span.start + span.count != embeds.shape[1]:
+            raise ValueError("a video prefix must end with its visual tokens")
+        layers = len(self._layers())
+        stop = _question_independent_layers(schedule, layers)
+        state = _Pass(embeds, 0, prompt_cache(self.llm.config), span,
+                      torch.arange(span.count, device=embeds.device), span.count, None)
+        self._forward(state, schedule, stop, keep_all=stop < layers, chunk=chunk)
+        kv = [(state.cache.layers[i].keys, state.cache.layers[i].values) for i in range(stop)]
+        return VideoPrefix(kv, state.hidden if stop < layers else None, stop, state.kept, state.current, span)
+
+    @finite_outputs
+    def prefill_after(self, prefix: VideoPrefix, embeds: torch.Tensor, schedule: DropSchedule = DropSchedule(),
+                      chunk: int | None = None) -> Prefill:
+        """Continue a prefix with the rest of the prompt (1, S, hidden): equal to prefilling the whole prompt.
+
+        The prefix's tensors are shared, not copied: the cache only ever appends by concatenation."""
         cache = DynamicCache(config=self.llm.config)
-        hidden = embeds
-        positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
-        drops = {k: s for s, k in enumerate(schedule.layers)} if span is not None else {}
+        for layer, (keys, values) in zip(cache.layers, prefix.kv):
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys, values
+        complete = prefix.hidden is None
+        state = _Pass(embeds, 0, cache, prefix.span, prefix.kept, prefix.current, None)
+        state.hidden = self.run_layers(embeds, cache, range(prefix.layer), chunk, keep_all=not complete)
+        state.layer = prefix.layer
+        if not complete:
+            state.hidden = torch.cat([prefix.hidden, state.hidden], dim=1)
+            self._forward(state, schedule, len(self._layers()), False, chunk)
+        return self._finish(state, False, True)
+
+    def _forward(self, state: _Pass, schedule: DropSchedule, stop: int, keep_all: bool, chunk: int | None) -> None:
+        """Advance `state` to the input of layer `stop`, dropping visual tokens before the schedule's layers
+        (not before `stop` itself); `keep_all=False` keeps the last token's hidden state only at the end."""
+        drops = {k: s for s, k in enumerate(schedule.layers)} if state.span is not None else {}
         if drops:
             schedule.check_depth(len(self._layers()))
-        kept = torch.arange(span.count, device=hidden.device) if span is not None else None
-        current = span.count if span is not None else 0
-        queries = query_positions
-        for index, layer in enumerate(self._layers()):
-            if index in drops:
-                stage = drops[index]
-                keep = schedule.kept(span.count, stage)
-                if schedule.stage_kind(stage) == "uniform":
-                    chosen = uniform_keep(current, keep).to(hidden.device)
-                else:
-                    chosen = attention_keep(self._visual_scores(layer, hidden, positions, span.start, current,
-                                                                queries), keep)
-                hidden = torch.cat([hidden[:, :span.start], hidden[:, span.start + chosen],
-                                    hidden[:, span.start + current:]], dim=1)
-                if queries is not None:
-                    queries = queries_after_drop(queries, span.start, current, keep)
-                kept, current = kept[chosen], keep
-                positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
-            cos_sin = llm.rotary_emb(hidden, positions)
-            hidden = layer(hidden, attention_mask=None, position_ids=positions, position_embeddings=cos_sin,
-                           cache=cache, use_cache=True)
-        hidden = llm.norm(hidden if all_logits else hidden[:, -1:])
+        while state.layer < stop:
+            if state.layer in drops:
+                self._drop(state, schedule, drops[state.layer])
+            boundary = min([k for k in drops if state.layer < k < stop] + [stop])
+            state.hidden = self.run_layers(state.hidden, state.cache, range(state.layer, boundary), chunk,
+                                           keep_all=keep_all or boundary < stop)
+            state.layer = boundary
+
+    def _drop(self, state: _Pass, schedule: DropSchedule, stage: int) -> None:
+        """Drop visual tokens before layer `state.layer` (stage `stage` of the schedule)."""
+        span, hidden, current = state.span, state.hidden, state.current
+        keep = schedule.kept(span.count, stage)
+        if schedule.stage_kind(stage) == "uniform":
+            chosen = uniform_keep(current, keep).to(hidden.device)
+        else:
+            positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+            layer = self._layers()[state.layer]
+            chosen = attention_keep(self._visual_scores(layer, hidden, positions, span.start, current,
+                                                        state.queries), keep)
+        state.hidden = torch.cat([hidden[:, :span.start], hidden[:, span.start + chosen],
+                                  hidden[:, span.start + current:]], dim=1)
+        if state.queries is not None:
+            state.queries = queries_after_drop(state.queries, span.start, current, keep)
+        state.kept, state.current = state.kept[chosen], keep
+
+    def run_layers(self, hidden: torch.Tensor, cache: DynamicCache, layers: range, chunk: int | None,
+                   keep_all: bool) -> torch.Tensor:
+        """(1, n, hidden) new tokens through `layers`, after what each layer's cache holds; chunk by chunk,
+        every chunk through all the layers, so that only one chunk's activations live at a time."""
+        llm = self.llm.model
+        step = chunk or hidden.shape[1]
+        if step < hidden.shape[1]:
+            for index in layers:
+                if isinstance(cache.layers[index], ReservedLayer):
+                    cache.layers[index].reserve(cache.get_seq_length(index) + hidden.shape[1])
+        outputs = []
+        for first in range(0, hidden.shape[1], step):
+            part = hidden[:, first:first + step]
+            for index in layers:
+                past = cache.get_seq_length(index)
+                positions = torch.arange(past, past + part.shape[1], device=part.device)[None]
+                part = self._layers()[index](part, attention_mask=None, position_ids=positions,
+                                             position_embeddings=llm.rotary_emb(part, positions), cache=cache,
+                                             use_cache=True)
+            outputs.append(part)
+            if not keep_all:
+                outputs = outputs[-1:]
+        return torch.cat(outputs, dim=1)
+
+    def _finish(self, state: _Pass, all_logits: bool, head: bool) -> Prefill:
+        hidden = self.llm.model.norm(state.hidden if all_logits else state.hidden[:, -1:])
         if not head:
-            return Prefill(None, cache, kept, hidden)
-        return Prefill(self.llm.lm_head(hidden), cache, kept)
+            return Prefill(None, state.cache, state.kept, hidden)
+        return Prefill(self.llm.lm_head(hidden), state.cache, state.kept)
 
     def _visual_scores(self, layer, hidden: torch.Tensor, positions: torch.Tensor, start: int, count: int,
                        query_positions: torch.Tensor | None) -> torch.Tensor:
@@ -203,6 +359,41 @@ class HicoModel(nn.Module):
             hidden = layer(hidden, attention_mask=mask, position_ids=positions,
                            position_embeddings=llm.rotary_emb(hidden, positions), cache=cache, use_cache=True)
         return self.llm.lm_head(llm.norm(hidden))
+
+
+def _question_independent_layers(schedule: DropSchedule, layers: int) -> int:
+    """How many layers' states no question changes: all of them, or those before the first text-guided drop."""
+    for stage, layer in enumerate(schedule.layers):
+        if schedule.stage_kind(stage) == "attention":
+            return layer
+    return layers
+
+
+def continuation_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                           attention_mask: torch.Tensor | None, dropout: float = 0.0,
+                           scaling: float | None = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention, except for new tokens after cached ones without a mask (a chunk of a
+    prefill, a question after a video prefix): there transformers' SDPA would align the causal mask top-left.
+    These run causally aligned bottom-right, a block of queries at a time so that the mask stays small."""
+    queries, keys = query.shape[2], key.shape[2]
+    if attention_mask is not None or queries == 1 or queries == keys:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    past = keys - queries
+    block = max(MIN_QUERY_BLOCK, MASK_ELEMENTS // keys)
+    outputs = []
+    for first in range(0, queries, block):
+        last = min(first + block, queries)
+        seen = past + last
+        mask = torch.arange(seen, device=query.device)[None, :] <= \
+            past + torch.arange(first, last, device=query.device)[:, None]
+        outputs.append(F.scaled_dot_product_attention(query[:, :, first:last], key[:, :, :seen], value[:, :, :seen],
+                                                      attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                                      enable_gqa=True))
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(ATTENTION, continuation_attention)
 
 
 class FiniteWatch:
