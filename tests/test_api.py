@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import hico
+from hico.compress import DropSchedule
 from hico.synthetic import videos
 from hico.memory import VideoMemory
 from hico.generate import GenerationOptions
@@ -15,6 +16,7 @@ from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.video import SamplingOptions
 
 SHORT = GenerationOptions(max_new_tokens=6)
+QUESTIONS = ("What colour is the square?", "Which shape appears first?", "What is in frame 3?")
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +120,47 @@ def test_nan_weights_fail_with_a_typed_error_not_an_empty_answer(tmp_path, video
     assert main(["chat", str(video), "What is shown?", "--model", str(folder), "--num-frames", "4"]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert error.startswith("hico: error: non-finite values (NaN or inf) after LLM layer 1")
+
+
+def _answer_ids(model, memory, question, schedule, **kwargs):
+    """Greedy answer text and the first-token logits, through `Hico.prefill`."""
+    from hico.prompt import chat_prompt, tokenize
+
+    ids = tokenize(chat_prompt(question, memory.time_msg), model.tokenizer)
+    return model.prefill(memory, ids, schedule, **kwargs).logits[0, -1]
+
+
+@pytest.mark.parametrize("schedule", [DropSchedule(), DropSchedule("uniform0_attention", (1, 2), (1.0, 0.5, 0.25))],
+                         ids=["off", "uniform0_attention"])
+def test_questions_reuse_the_video_prefix_and_answer_as_a_full_prefill(model, video, schedule, monkeypatch) -> None:
+    memory = model.encode_video(video, SamplingOptions.plain(num_frames=8))
+    model.reuse_prefix = False
+    try:
+        plain = [model.answer(memory, q, options=SHORT, dropout=schedule) for q in QUESTIONS]
+        plain_logits = _answer_ids(model, memory, QUESTIONS[1], schedule)
+    finally:
+        model.reuse_prefix = True
+    calls = []
+    original = model.model.prefill_prefix
+    monkeypatch.setattr(model.model, "prefill_prefix", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert [model.answer(memory, q, options=SHORT, dropout=schedule) for q in QUESTIONS] == plain
+    reused = _answer_ids(model, memory, QUESTIONS[1], schedule)
+    assert float((reused - plain_logits).norm() / plain_logits.norm()) < 1e-5
+    assert len(calls) == 1 and len(memory.prefixes) == 1  # the video's prefix was prefilled once
+
+
+def test_prefix_on_disk_is_keyed_and_reused(model, video, tmp_path, monkeypatch) -> None:
+    schedule = DropSchedule("uniform", (2,), (1.0, 0.5))
+    memory = model.encode_video(video, SamplingOptions.plain(num_frames=8), cache_dir=tmp_path)
+    first = model.answer(memory, QUESTIONS[0], options=SHORT, dropout=schedule, prefix_dir=tmp_path)
+    saved = list(tmp_path.glob("*.prefix.safetensors"))
+    assert len(saved) == 1
+    again = model.encode_video(video, SamplingOptions.plain(num_frames=8), cache_dir=tmp_path)  # a new session
+    monkeypatch.setattr(model.model, "prefill_prefix", None)  # must come from disk now
+    assert model.answer(again, QUESTIONS[0], options=SHORT, dropout=schedule, prefix_dir=tmp_path) == first
+    monkeypatch.undo()
+    model.answer(again, QUESTIONS[0], options=SHORT, dropout=DropSchedule(), prefix_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.prefix.safetensors"))) == 2  # another schedule, another prefix
+    saved[0].write_bytes(b"damaged")  # a damaged prefix is rebuilt, never trusted
+    assert model.answer(VideoMemory.load(tmp_path / f"{memory.key}.safetensors"), QUESTIONS[0], options=SHORT,
+                        dropout=schedule, prefix_dir=tmp_path) == first
