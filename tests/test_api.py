@@ -9,9 +9,9 @@ import torch
 
 import hico
 from hico.compress import DropSchedule
-from hico.synthetic import videos
-from hico.memory import VideoMemory
 from hico.generate import GenerationOptions
+from hico.memory import VideoMemory
+from hico.synthetic import videos
 from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.video import SamplingOptions
 

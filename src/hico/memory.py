@@ -124,8 +124,8 @@ def save_prefix(prefix: VideoPrefix, path: str | Path) -> Path:
 
 def load_prefix(path: str | Path, device: torch.device | str = "cpu") -> VideoPrefix | None:
     """A saved prefix, or None when the file is missing, damaged or of another format (it is then rebuilt)."""
-    from safetensors.torch import load_file
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():
