@@ -46,11 +46,13 @@ class Hico:
         self.name = name or model_id  # what people call it: the checkpoint folder's name
         self.prefill_chunk: int | None = PREFILL_CHUNK
         self.reuse_prefix = True  # keep each video's prefilled prefix for its next questions
+        self.quantization: str | None = None
 
     @property
     def variant(self) -> str:
-        """What besides the weight files changes the model's numbers: its dtype (and quantization)."""
-        return str(self.model.dtype).removeprefix("torch.")
+        """What besides the weight files changes the model's numbers: its dtype and quantization."""
+        dtype = str(self.model.dtype).removeprefix("torch.")
+        return f"{dtype}+{self.quantization}" if self.quantization else dtype
 
     @torch.inference_mode()
     def encode_video(self, video: str | Path, sampling: SamplingOptions = SamplingOptions(), *,
@@ -189,10 +191,11 @@ class Hico:
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", *,
-         revision: str | None = None) -> Hico:
+         revision: str | None = None, quantize: str | None = None) -> Hico:
     """Load a VideoChat-Flash checkpoint, a folder (official layout) or a Hub id such as
     "OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448" (downloaded once into the Hub cache, `revision` a branch, tag
-    or commit), with its tokenizer, if present."""
+    or commit), with its tokenizer, if present; `quantize="int8"` stores the LLM's linear weights in int8
+    (`hico.quantize`)."""
     hub = is_hub_id(path)
     folder = resolve_checkpoint(path, revision)
     if not folder.is_dir():
@@ -214,7 +217,13 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
 
         apply_adapter(model, folder)  # a LoRA training checkpoint: merged into the weights on load
     model.eval()
-    return Hico(model, load_tokenizer(folder), _fingerprint(folder), str(path) if hub else folder.resolve().name)
+    hico = Hico(model, load_tokenizer(folder), _fingerprint(folder), str(path) if hub else folder.resolve().name)
+    if quantize:
+        from hico.quantize import quantize_llm
+
+        quantize_llm(model, quantize)
+        hico.quantization = quantize
+    return hico
 
 
 def load_tokenizer(folder: Path):
