@@ -11,6 +11,7 @@ colour and shape questions). The model trained on videos of at most 128 frames.
   python bench/tiny_model.py --frames 1024 --model build/tiny-model-pool/model --tag pool   # another model
   python bench/tiny_model.py --describe 30 --frames 8   # "Describe the picture" on 30 unseen demo videos
   python bench/tiny_model.py --frames 1024 --photos train   # haystack of the training photos (a diagnostic)
+  python bench/tiny_model.py --frames 1024 --precision int8  # bfloat16 or int8 LLM linears (kept apart)
 
 Each run prints accuracy, seconds and peak RSS per answer, and writes the heat-map and Markdown report into
 bench/.cache/tiny-model/<name>/ (`hico niah report`); runs of other models (`--tag`) are kept apart and left out
@@ -23,6 +24,8 @@ import argparse
 import statistics
 import time
 from pathlib import Path
+
+import torch
 
 import hico
 from hico.embedded import embedded_path
@@ -38,6 +41,7 @@ from hico.synthetic.tasks import HELDOUT_PHOTOS, TRAIN_PHOTOS, write_haystack
 CACHE = Path(__file__).resolve().parent / ".cache" / "tiny-model"
 HAYSTACK_SEED, NEEDLE_SEED = 101, 202  # training used seeds 1-3
 PHOTOS = {"heldout": HELDOUT_PHOTOS, "train": TRAIN_PHOTOS}
+PRECISIONS = ("float32", "bfloat16", "int8")
 
 
 def main() -> None:
@@ -51,6 +55,8 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="name for --model's results (needed with --model)")
     parser.add_argument("--photos", choices=tuple(PHOTOS), default="heldout",
                         help="haystack photos: held out from training (the benchmark) or the training ones")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="the model's dtype, or int8 LLM linears (float32 elsewhere); results kept apart")
     parser.add_argument("--summary", action="store_true", help="combine the runs so far into heat-maps in docs/")
     parser.add_argument("--describe", type=int, metavar="N",
                         help="instead of NIAH: describe N unseen demo videos of --frames frames (seeds 2000+)")
@@ -77,8 +83,10 @@ def main() -> None:
         depths = tuple(float(d) for d in args.depths.split(","))
         build(bench, haystack, load_needles(needles / "niah-synthetic-singlehop.json"),
               GridOptions(frames=(args.frames,), depths=depths))
-    model = hico.load(args.model or embedded_path())
-    setting = f"{args.answer}-{args.dropout}" + (f"-{args.tag}" if args.tag else "")
+    model = hico.load(args.model or embedded_path(), dtype=getattr(torch, args.precision, torch.float32),
+                      quantize="int8" if args.precision == "int8" else None)
+    tags = [t for t in (args.tag, "" if args.precision == "float32" else args.precision) if t]
+    setting = "-".join([args.answer, args.dropout, *tags])
     results = bench / f"results-{setting}.jsonl"
     start = time.perf_counter()
     run(bench, model, results, RunOptions(dropout=args.dropout, answer=args.answer))
@@ -91,8 +99,8 @@ def main() -> None:
     parts = {a: [r["correct"][0] for r in rows if asked[r["case"]] == a] for a in ATTRIBUTES}
     print("  ".join(f"{a} {sum(v)}/{len(v)}" for a, v in parts.items() if v))
     seconds = statistics.median(r["seconds"] for r in rows)
-    print(f"{args.tag or 'embedded'}  frames {args.frames}  photos {args.photos}  answer {args.answer}  "
-          f"dropout {args.dropout}: {right}/{len(rows)} right ({right / len(rows):.1%}); "
+    print(f"{args.tag or 'embedded'}  {args.precision}  frames {args.frames}  photos {args.photos}  "
+          f"answer {args.answer}  dropout {args.dropout}: {right}/{len(rows)} right ({right / len(rows):.1%}); "
           f"{seconds:.2f} s per answer (median), peak RSS {max(r['peak_rss_mb'] for r in rows):.0f} MB, "
           f"visual tokens {rows[0]['visual_tokens']}, wall {time.perf_counter() - start:.0f} s; report in {out}")
 

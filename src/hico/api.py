@@ -49,6 +49,13 @@ class Hico:
         self.quantization: str | None = None
 
     @property
+    def tokens_id(self) -> str:
+        """What a video's tokens depend on: the weights and the dtype the tower runs in (int8 leaves the tower
+        alone). float32 keeps the bare fingerprint, so that caches written before dtypes were told apart hold."""
+        dtype = str(self.model.dtype).removeprefix("torch.")
+        return self.model_id if dtype == "float32" else f"{self.model_id}:{dtype}"
+
+    @property
     def variant(self) -> str:
         """What besides the weight files changes the model's numbers: its dtype and quantization."""
         dtype = str(self.model.dtype).removeprefix("torch.")
@@ -63,7 +70,7 @@ class Hico:
         size = self.model.config.vision.image_size
         key = None
         if cache_dir is not None:
-            key = memory_key(file_digest(video), sampling, size, self.model_id)
+            key = memory_key(file_digest(video), sampling, size, self.tokens_id)
             cached = Path(cache_dir) / f"{key}.safetensors"
             if cached.exists():
                 return VideoMemory.load(cached)

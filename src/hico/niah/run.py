@@ -221,7 +221,7 @@ def _haystack_tokens(folder: Path, settings: dict, model: Hico, progress: bool) 
     if count < CLIP:
         raise OptionError(f"{path}: the haystack has fewer than {CLIP} frames; use a longer video")
     size = model.model.config.vision.image_size
-    key = memory_key(hay["digest"], ("niah", hay["step"], count), size, model.model_id)
+    key = memory_key(hay["digest"], ("niah", hay["step"], count), size, model.tokens_id)
     cached = folder / "cache" / f"haystack-{key}.safetensors"
     if cached.exists():
         return VideoMemory.load(cached).tokens
