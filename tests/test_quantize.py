@@ -11,7 +11,7 @@ import torch
 from hico.compress import DropSchedule
 from hico.errors import OptionError
 from hico.model import IMAGE_TOKEN_INDEX
-from hico.tiny import random_model, tiny_official_config
+from hico.synthetic.checkpoints import random_model, tiny_official_config
 
 pytest.importorskip("torchao", reason="`--quantize int8` needs torchao (the dev extra installs it)")
 
@@ -106,3 +106,21 @@ def test_prefix_reuse_is_exact_in_each_precision(model, precision) -> None:
     tolerance = 1e-2 if precision == "bfloat16" else 1e-5  # bfloat16 rounds differently on other shapes
     assert _relative(reused, full) < tolerance
     assert _relative(full, _logits(model, ids, visual, schedule)) < 8e-2  # and both stay near float32
+
+
+def test_load_quantized_answers_and_keeps_its_own_video_prefix(tmp_path) -> None:
+    import hico
+    from hico.generate import GenerationOptions
+    from hico.memory import VideoMemory
+    from hico.synthetic.checkpoints import write_random_checkpoint
+
+    write_random_checkpoint(tmp_path / "tiny", seed=2)
+    plain, quantized = hico.load(tmp_path / "tiny"), hico.load(tmp_path / "tiny", quantize="int8")
+    assert (plain.variant, quantized.variant) == ("float32", "float32+int8")
+    assert quantized.model.llm.model.layers[0].self_attn.q_proj.weight.qdata.dtype == torch.int8
+    tokens = torch.randn(32, plain.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    memory = VideoMemory(tokens, [0, 1], [0.0, 1.0], "", 2.0, "random", key="")
+    short = GenerationOptions(max_new_tokens=3)
+    for model in (plain, quantized):
+        assert isinstance(model.answer(memory, "What colour is the square?", options=short), str)
+    assert len(memory.prefixes) == 2  # same weights, other numbers: the int8 model does not reuse float32's prefix

@@ -23,7 +23,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
                                 max_replaced=args.max_replaced)
 
     def ask(question: str, history: list[tuple[str, str]]) -> str:
-        answer = model.answer(memory, question, history, options, dropout=dropout,
+        answer = model.answer(memory, question, history, options, dropout=dropout, prefix_dir=args.cache,
                               on_text=lambda piece: print(piece, end="", flush=True))
         print(flush=True)
         return answer
@@ -52,7 +52,7 @@ def register(sub) -> None:
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     chat.add_argument("--top-p", type=float, default=1.0)
     chat.add_argument("--seed", type=int)
-    chat.add_argument("--cache", help="folder that keeps encoded videos for reuse")
+    chat.add_argument("--cache", help="folder that keeps encoded videos, and their prefilled prompt prefix, for reuse")
     add_dropout_args(chat)
     add_sampling_args(chat)
     chat.set_defaults(func=cmd_chat)

@@ -72,6 +72,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
                         help="bfloat16 on GPUs, float32 on CPUs; float16 can overflow in Qwen2 (reported, not hidden)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--quantize", choices=("int8",),
+                        help="store the LLM's linear weights in int8 (torchao; pip install 'hico[quantize]')")
 
 
 def load_model(args: argparse.Namespace):
@@ -83,7 +85,7 @@ def load_model(args: argparse.Namespace):
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device,
-                     revision=args.revision)
+                     revision=args.revision, quantize=args.quantize)
 
 
 def add_dropout_args(parser: argparse.ArgumentParser) -> None:
