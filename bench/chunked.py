@@ -28,7 +28,7 @@ WIDTH = dict(hidden_size=1536, heads=12, kv_heads=2, intermediate=8960)
 
 
 def build(layers: int):
-    from hico.tiny import random_model, tiny_official_config
+    from hico.synthetic.checkpoints import random_model, tiny_official_config
 
     config = tiny_official_config(hidden_size=WIDTH["hidden_size"], layers=layers, heads=WIDTH["heads"],
                                   kv_heads=WIDTH["kv_heads"], vocab_size=1024)

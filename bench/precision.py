@@ -77,7 +77,7 @@ def _status(field: str) -> int:
 def answer_row(precision: str, frames: int, new_tokens: int, layers: int) -> dict:
     """One answer (prefill + greedy tokens) on the 1.5B-wide LLM, in this process."""
     from hico.quantize import quantize_llm
-    from hico.tiny import random_model, tiny_official_config
+    from hico.synthetic.checkpoints import random_model, tiny_official_config
 
     config = tiny_official_config(hidden_size=1536, layers=layers, heads=12, kv_heads=2, vocab_size=151936)
     config["intermediate_size"] = 8960
