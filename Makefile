@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model clean-sample
+.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,19 @@ bench-niah: $(STAMP)
 
 bench-tiny-model: $(STAMP)
 	$(BIN)/python bench/tiny_model.py
+
+# Long-video inference (issue 18): the kept video prefix, chunked prefill memory, bfloat16/int8, real sizes.
+bench-prefix: $(STAMP)
+	cd bench && ../$(BIN)/python prefix.py
+
+bench-chunked: $(STAMP)
+	cd bench && ../$(BIN)/python chunked.py --check
+
+bench-precision: $(STAMP)
+	cd bench && ../$(BIN)/python precision.py
+
+bench-real-shapes: $(STAMP)
+	cd bench && ../$(BIN)/python real_shapes.py
 
 clean-sample:
 	rm -rf sample
