@@ -126,7 +126,7 @@ class ChoiceTask(Task):
     def aggregate(self, results: list[dict], mode: str = "official") -> dict:
         check_mode(mode)
         return {"overall": letter_accuracy(results, mode), "count": len(results),
-                "answered": sum(r["answered"] for r in results), "scale": "percent"}
+                "answered": sum(r["answered"] for r in results), "scale": "percent", "per_category": {}}
 
 
 def answer_letter(candidates: Sequence[str], answer: str) -> str | None:

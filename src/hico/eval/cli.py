@@ -1,0 +1,93 @@
+"""`hico eval`: run benchmark tasks with the official protocol; `hico eval --list` prints the tasks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from hico.errors import OptionError
+
+ANNOTATIONS_ENV = "HICO_EVAL_ANNOTATIONS"
+
+
+def register(sub) -> None:
+    from hico.cli import Parser, add_dropout_args, add_model_args
+
+    parser = sub.add_parser(
+        "eval", help="evaluate on benchmarks (MVBench, MLVU, LVBench, LongVideoBench, Video-MME, Charades-STA, ...)",
+        description="Answer every item of the named tasks (official lmms-eval names, comma-separated) with the "
+                    "official prompts, settings and scoring; resumable; shards over torchrun processes.")
+    parser.add_argument("tasks", nargs="?", help="TASK[,TASK...], e.g. mvbench,mlvu_mc (see --list)")
+    parser.add_argument("--list", action="store_true", help="print the tasks with their item counts and exit")
+    parser.add_argument("--annotations", help=f"the official eval_annotations folder (default: ${ANNOTATIONS_ENV})")
+    parser.add_argument("--video-root", help="folder holding the benchmarks' videos (layout in docs/eval.md)")
+    parser.add_argument("--out", help="folder for results.jsonl, summary.json and report.md (reruns resume)")
+    parser.add_argument("--subtitles", help="LongVideoBench subtitles/ folder or Video-MME .srt folder")
+    parser.add_argument("--limit", type=int, help="only the first N items of each named task")
+    parser.add_argument("--skip-missing", action="store_true",
+                        help="record items whose video is missing or unreadable as skipped instead of stopping")
+    frames = parser.add_argument_group("sampling overrides (default: the official setting of each benchmark)")
+    frames.add_argument("--frames", type=int, help="exactly N frames per video")
+    frames.add_argument("--fps", type=float, help="a target frame rate instead")
+    frames.add_argument("--max-frames", type=int, help="at most N frames per video")
+    parser.add_argument("--cache", help="folder to keep encoded videos in across runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of LongVideoBench's official random fallback")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_model_args(parser)
+    add_dropout_args(parser)
+    parser.set_defaults(func=cmd_eval)
+
+
+def annotations_folder(args: argparse.Namespace) -> str:
+    folder = args.annotations or os.environ.get(ANNOTATIONS_ENV)
+    if not folder:
+        raise OptionError(f"give --annotations (the official eval_annotations folder) or set {ANNOTATIONS_ENV}")
+    return folder
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from hico.eval import get_task, tasks
+
+    folder = args.annotations or os.environ.get(ANNOTATIONS_ENV)
+    for name in tasks():
+        count = "-"
+        if folder:
+            try:
+                count = str(len(get_task(name).load(folder)))
+            except Exception:  # a task whose files the folder lacks (Perception Test has none officially)
+                count = "no annotations"
+        print(f"{name:40s} {count}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    if args.list:
+        return cmd_list(args)
+    from hico.cli import dropout_schedule, load_model
+    from hico.compress import DropSchedule
+    from hico.eval.runner import EvalOptions, prepare, run, world
+
+    if not args.tasks:
+        raise OptionError("name the tasks to run, e.g. `hico eval mvbench ...` (`hico eval --list` prints them)")
+    for name, value in (("--video-root", args.video_root), ("--out", args.out)):
+        if not value:
+            raise OptionError(f"{name} is required")
+    dropout = dropout_schedule(args)
+    options = EvalOptions(limit=args.limit, skip_missing=args.skip_missing, num_frames=args.frames, fps=args.fps,
+                          max_frames=args.max_frames, dropout=dropout if dropout is not None else DropSchedule(),
+                          subtitles=args.subtitles, cache_dir=args.cache, seed=args.seed,
+                          progress=not args.no_progress)
+    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    plan = prepare(names, annotations_folder(args), args.video_root, args.out, options)  # before any model work
+    place = world()
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    model = load_model(args)
+    if options.dropout.enabled:
+        options.dropout.check_depth(model.model.config.llm["num_hidden_layers"])
+    summary = run(plan, model, place=place)
+    if summary is not None:
+        for name, entry in summary["tasks"].items():
+            official = entry["official"]["overall"] if entry["official"] else None
+            strict = entry["strict"]["overall"] if entry["strict"] else None
+            print(f"{name}: official {official} strict {strict} ({entry['scored']} scored, {entry['skipped']} skipped)")
+        print(f"wrote {args.out}/results.jsonl, summary.json, report.md")
