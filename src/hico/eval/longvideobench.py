@@ -182,7 +182,7 @@ class LongVideoBench(Task):
         printable["Overall"] = {"num": total, "acc": overall}
         return {"overall": overall, "count": len(results), "scale": "fraction",
                 "per_category": {k: accuracy[k] for k in groups if isinstance(k, str)},
-                "per_duration_group": {k: accuracy[k] for k in groups if not isinstance(k, str)},
+                "per_duration_group": {str(k): accuracy[k] for k in groups if not isinstance(k, str)},
                 "random_fallbacks": sum(r.get("random_fallback", False) for r in results),
                 "logged": str(printable)}
 

@@ -5,6 +5,7 @@ videos, items scored differently by the two modes, random fallbacks, missing sub
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ def summarize(plan: Plan, results: list[dict], model_name: str) -> dict:
         entry["random_fallbacks"] = sum(r["score"]["official"].get("random_fallback", False) for r in scored)
         entry["paper"] = paper.get(name)
         summary["tasks"][name] = entry
-    return summary
+    return json.loads(json.dumps(summary))  # as summary.json holds it (integer keys become strings)
 
 
 def _cell(value: float | None, scale: str) -> str:

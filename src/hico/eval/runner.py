@@ -68,6 +68,7 @@ class EvalOptions:
     cache_dir: str | None = None  # keep encoded videos on disk across runs
     seed: int = 0  # LongVideoBench's official random fallback
     progress: bool = True
+    isolate: bool = True  # decode in hico's worker process (a hung or crashing decoder cannot stop the run)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -252,10 +253,11 @@ class Prefetcher:
 
     END = object()
 
-    def __init__(self, groups: Sequence[list[Job]], size: int, clip_frames: int, budget: int) -> None:
+    def __init__(self, groups: Sequence[list[Job]], size: int, clip_frames: int, budget: int,
+                 isolate: bool = True) -> None:
         clip_bytes = clip_frames * 3 * size * size * 4
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, budget // clip_bytes))
-        self.size, self.clip_frames = size, clip_frames
+        self.size, self.clip_frames, self.isolate = size, clip_frames, isolate
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._produce, args=(list(groups),), daemon=True)
         self.thread.start()
@@ -277,7 +279,7 @@ class Prefetcher:
             try:
                 if not self._put(("start", file_digest(job.path))):
                     return
-                with Video(job.path, folder_fps=job.item.video.folder_fps) as video:
+                with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=self.isolate) as video:
                     plan = video.plan(job.sampling)
                     for clip in video.clips(plan, self.size, self.clip_frames):
                         if not self._put(("clip", clip.pixels)):
@@ -421,7 +423,8 @@ def _answer(model: Hico, jobs: list[Job], options: EvalOptions, path: Path, plac
     config = model.model.config
     bar = tqdm(total=len(jobs), desc=f"eval rank {place.rank}" if place.distributed else "eval", unit="item",
                disable=not options.progress, position=place.rank, dynamic_ncols=True)
-    prefetcher = Prefetcher(groups, config.vision.image_size, config.local_num_frames, options.prefetch_bytes)
+    prefetcher = Prefetcher(groups, config.vision.image_size, config.local_num_frames, options.prefetch_bytes,
+                            options.isolate)
     cache = MemoryCache(folder=options.cache_dir)
     try:
         with open(path, "a", encoding="utf-8") as results, bar, torch.inference_mode():

@@ -1,0 +1,166 @@
+"""hico.eval.runner end to end: mini benchmarks in every official format over synthetic videos, answered by
+the embedded model; resume, missing videos, one encode per video, prefetch bounds, torchrun sharding."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hico
+from hico.embedded import embedded_path
+from hico.eval import get_task
+from hico.eval.runner import (RESULTS, EvalOptions, MissingVideosError, Prefetcher, finished, groups_of, prepare,
+                              prompt_hash, run)
+from hico.synthetic.benchmarks import FORMATS, write_benchmark
+
+# 8 frames (2 clips) per video, decoded in this process: a worker process per video costs more than the
+# tiny model's answers; test_every_format_end_to_end[mvbench] and the torchrun test use the worker.
+FRAMES = EvalOptions(max_frames=8, progress=False, isolate=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return hico.load(embedded_path())
+
+
+@pytest.fixture
+def counted(model, monkeypatch):
+    """The model, with a count of tower calls (one per video of up to 8 clips)."""
+    calls = []
+    original = model.model.encode_clips
+    monkeypatch.setattr(model.model, "encode_clips", lambda clips: calls.append(len(clips)) or original(clips))
+    return model, calls
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_end_to_end(tmp_path, counted, fmt):
+    model, calls = counted
+    bench = write_benchmark(tmp_path, fmt, items=6)
+    options = EvalOptions(max_frames=8, progress=False) if fmt == "mvbench" else FRAMES
+    plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", options)
+    summary = run(plan, model)
+    task = get_task(bench.task)
+    items = task.load(bench.annotations)
+    results = lines(tmp_path / "out" / RESULTS)
+    assert [r["id"] for r in results] == [item.id for item in items]
+    assert len(calls) == len(bench.video_files)  # videos shared by several questions are encoded once
+    for item, result in zip(items, results):
+        assert result["status"] == "ok" and result["frames"] == 8
+        assert result["prompt_sha"] == prompt_hash(item.prompt)
+        assert result["score"]["official"] == task.score(item, result["response"], "official")
+        assert result["score"]["strict"] == task.score(item, result["response"], "strict")
+        assert result["seconds"] > 0 and result["peak_memory_mb"] > 0
+    entry = summary["tasks"][bench.task]
+    assert (entry["items"], entry["scored"], entry["skipped"]) == (6, 6, 0)
+    assert entry["official"] == task.aggregate([r["score"]["official"] for r in results], "official")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["tasks"] == summary["tasks"]
+    assert f"| {bench.task} | 6 | 6 | 0 |" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_resume_after_an_interruption_gives_the_same_summary(tmp_path, counted):
+    model, calls = counted
+    bench = write_benchmark(tmp_path, "mlvu", items=8)
+    whole = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "a", FRAMES), model)
+    (tmp_path / "b").mkdir()
+    kept = (tmp_path / "a" / RESULTS).read_text().splitlines(keepends=True)[:3]
+    (tmp_path / "b" / RESULTS).write_text("".join(kept) + '{"id": "mlvu_mc_count/3", "tas')  # killed mid-line
+    calls.clear()
+    again = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "b", FRAMES), model)
+    assert again["tasks"] == whole["tasks"]
+    assert len(calls) == 3  # items 3..7 live on videos 1..3: only those were encoded again
+    assert [r["response"] for r in lines(tmp_path / "b" / RESULTS)] == \
+        [r["response"] for r in lines(tmp_path / "a" / RESULTS)]
+    calls.clear()
+    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "b", FRAMES), model)
+    assert calls == [] and len(lines(tmp_path / "b" / RESULTS)) == 8  # nothing left to do
+
+
+def test_missing_videos_stop_before_model_work_unless_skipped(tmp_path, counted):
+    model, calls = counted
+    bench = write_benchmark(tmp_path, "mvbench", items=7)
+    for path in bench.video_files[:6]:
+        path.unlink()
+    with pytest.raises(MissingVideosError) as error:
+        prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)
+    message = str(error.value)
+    assert message.startswith("6 of 7 items have a missing or unreadable video")
+    assert all(str(p) in message for p in bench.video_files[:5]) and str(bench.video_files[5]) not in message
+    assert not (tmp_path / "out").exists()
+    options = EvalOptions(max_frames=8, progress=False, isolate=False, skip_missing=True)
+    summary = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", options), model)
+    entry = summary["tasks"][bench.task]
+    assert (entry["items"], entry["scored"], entry["skipped"]) == (7, 1, 6)
+    assert entry["official"]["count"] == 1  # skipped items are not scored as wrong
+    results = lines(tmp_path / "out" / RESULTS)
+    assert [r["status"] for r in results] == ["skipped"] * 6 + ["ok"] and len(calls) == 1
+    assert "6 items skipped (missing or unreadable video)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_video_that_fails_to_decode_is_recorded_not_lost(tmp_path, model):
+    bench = write_benchmark(tmp_path, "mvbench", items=2)
+    bench.video_files[0].write_bytes(b"not a video at all" * 100)
+    summary = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES), model)
+    results = lines(tmp_path / "out" / RESULTS)
+    assert [r["status"] for r in results] == ["skipped", "ok"]
+    assert results[0]["reason"].startswith("unreadable")
+    assert summary["tasks"][bench.task]["skipped"] == 1
+
+
+def test_videos_with_the_same_content_are_encoded_once(tmp_path, counted):
+    model, calls = counted
+    bench = write_benchmark(tmp_path, "mvbench", items=3)
+    for path in bench.video_files[1:]:
+        shutil.copyfile(bench.video_files[0], path)
+    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES), model)
+    assert len(calls) == 1
+
+
+def test_prefetch_queue_is_bounded_by_its_budget(tmp_path, model):
+    bench = write_benchmark(tmp_path, "mvbench", items=3)
+    plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)
+    config = model.model.config
+    clip_bytes = config.local_num_frames * 3 * config.vision.image_size ** 2 * 4
+    prefetcher = Prefetcher(groups_of(plan.jobs), config.vision.image_size, config.local_num_frames, 3 * clip_bytes,
+                            isolate=False)
+    assert prefetcher.queue.maxsize == 3
+    kinds = [[kind for kind, _ in prefetcher.next_video()] for _ in plan.jobs]
+    prefetcher.close()
+    assert kinds == [["start", "clip", "clip", "done"]] * 3
+    tiny = EvalOptions(max_frames=8, progress=False, isolate=False, prefetch_bytes=0)  # one clip at a time still works
+    small = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "tiny", tiny), model)
+    normal = run(plan, model)
+    assert small["tasks"] == normal["tasks"]
+
+
+def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):
+    bench = write_benchmark(tmp_path, "mlvu", items=4)
+    one = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "one", FRAMES), model)
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, hico\n"
+        "from hico.embedded import embedded_path\n"
+        "from hico.eval.runner import EvalOptions, prepare, run\n"
+        "plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], EvalOptions(max_frames=8, progress=False))\n"
+        "run(plan, hico.load(embedded_path()))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(hico.__file__).parents[1]),
+                                                                  os.environ.get("PYTHONPATH")) if p))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(script), bench.task, str(bench.annotations), str(bench.videos), str(tmp_path / "two")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert two["tasks"] == one["tasks"]
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mb")}  # noqa: E731
+    assert [strip(r) for r in lines(tmp_path / "two" / RESULTS)] == [strip(r) for r in lines(tmp_path / "one" / RESULTS)]
+    assert not list((tmp_path / "two").glob("results.rank*.jsonl"))  # merged into results.jsonl
+    assert set(finished(tmp_path / "two")) == set(finished(tmp_path / "one"))
