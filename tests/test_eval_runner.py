@@ -130,13 +130,13 @@ def test_prefetch_queue_is_bounded_by_its_budget(tmp_path, model):
     plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)
     config = model.model.config
     clip_bytes = config.local_num_frames * 3 * config.vision.image_size ** 2 * 4
-    prefetcher = Prefetcher(groups_of(plan.jobs), config.vision.image_size, config.local_num_frames, 3 * clip_bytes,
-                            isolate=False)
-    assert prefetcher.queue.maxsize == 3
+    prefetcher = Prefetcher(groups_of(plan.jobs), config.vision.image_size, config.local_num_frames, 6 * clip_bytes,
+                            isolate=False, workers=2)
+    assert [box.maxsize for box in prefetcher.queues] == [3, 3]
     kinds = [[kind for kind, _ in prefetcher.next_video()] for _ in plan.jobs]
     prefetcher.close()
     assert kinds == [["start", "clip", "clip", "done"]] * 3
-    tiny = EvalOptions(max_frames=8, progress=False, isolate=False, prefetch_bytes=0)  # one clip at a time still works
+    tiny = EvalOptions(max_frames=8, progress=False, isolate=False, prefetch_bytes=0, decoders=1)  # one clip at a time
     small = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "tiny", tiny), model)
     normal = run(plan, model)
     assert small["tasks"] == normal["tasks"]

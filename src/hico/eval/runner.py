@@ -69,6 +69,7 @@ class EvalOptions:
     seed: int = 0  # LongVideoBench's official random fallback
     progress: bool = True
     isolate: bool = True  # decode in hico's worker process (a hung or crashing decoder cannot stop the run)
+    decoders: int = 2  # videos decoded at once ahead of the model
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -77,6 +78,8 @@ class EvalOptions:
             raise OptionError("give either --frames or --fps, not both")
         if self.prefetch_bytes < 0:
             raise OptionError("the prefetch budget cannot be negative")
+        if self.decoders < 1:
+            raise OptionError(f"at least one decoder is needed, got {self.decoders}")
 
     def sampling(self, task: Task, item: Item) -> SamplingOptions:
         """The item's sampling: the official setting of its benchmark, or the overrides; clip bounds kept."""
@@ -245,66 +248,79 @@ class Decoded:
 
 
 class Prefetcher:
-    """Decodes the given video groups in order on a background thread into a bounded queue of clips.
+    """Decodes the given video groups ahead of the model on `workers` background threads.
 
-    The queue holds at most `budget` bytes of preprocessed clips (at least one clip), so memory stays
-    bounded whatever the video lengths; the decoding itself runs in hico's decode worker process.
+    Video g goes to thread g % workers, each with its own bounded queue of preprocessed clips, and the
+    consumer reads the queues in video order: while the model works on video k, videos k+1..k+workers are
+    being read. The queues together hold at most `budget` bytes of clips (at least one clip each), so
+    memory stays bounded whatever the video lengths. With `isolate` the decoding itself runs in hico's
+    decode worker processes; the threads mostly wait on them.
     """
 
-    END = object()
-
     def __init__(self, groups: Sequence[list[Job]], size: int, clip_frames: int, budget: int,
-                 isolate: bool = True) -> None:
+                 isolate: bool = True, workers: int = 2) -> None:
         clip_bytes = clip_frames * 3 * size * size * 4
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, budget // clip_bytes))
+        workers = max(1, min(workers, len(groups) or 1))
+        self.queues = [queue.Queue(maxsize=max(1, budget // clip_bytes // workers)) for _ in range(workers)]
         self.size, self.clip_frames, self.isolate = size, clip_frames, isolate
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._produce, args=(list(groups),), daemon=True)
-        self.thread.start()
+        self.served = 0
+        groups = list(groups)
+        self.threads = [threading.Thread(target=self._produce, args=(groups[w::workers], self.queues[w]),
+                                         daemon=True) for w in range(workers)]
+        for thread in self.threads:
+            thread.start()
 
-    def _put(self, entry) -> bool:
+    @property
+    def queue(self) -> queue.Queue:
+        return self.queues[0]
+
+    def _put(self, box: queue.Queue, entry) -> bool:
         while not self.stop.is_set():
             try:
-                self.queue.put(entry, timeout=0.2)
+                box.put(entry, timeout=0.2)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _produce(self, groups: list[list[Job]]) -> None:
+    def _produce(self, groups: list[list[Job]], box: queue.Queue) -> None:
         from hico.video.reader import Video
 
         for group in groups:
             job = group[0]
             try:
-                if not self._put(("start", file_digest(job.path))):
+                if not self._put(box, ("start", file_digest(job.path))):
                     return
                 with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=self.isolate) as video:
                     plan = video.plan(job.sampling)
                     for clip in video.clips(plan, self.size, self.clip_frames):
-                        if not self._put(("clip", clip.pixels)):
+                        if not self._put(box, ("clip", clip.pixels)):
                             return
                     info = Decoded(list(plan.indices), video.times(plan), plan.time_msg, plan.duration)
-                if not self._put(("done", info)):
+                if not self._put(box, ("done", info)):
                     return
             except Exception as exc:  # handed to the consumer, which records this video's items as unreadable
                 if not isinstance(exc, HicoError):
                     exc = HicoError(f"{job.path}: could not be read ({type(exc).__name__}: {exc})")
-                if not self._put(("error", exc)):
+                if not self._put(box, ("error", exc)):
                     return
 
     def next_video(self) -> Iterator[tuple[str, object]]:
         """The entries of the next video: ("start", content digest), ("clip", pixels)*, then ("done", Decoded);
         ("error", exc) ends it early."""
+        box = self.queues[self.served % len(self.queues)]
+        self.served += 1
         while True:
-            kind, value = self.queue.get()
+            kind, value = box.get()
             yield kind, value
             if kind in ("done", "error"):
                 return
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=5)
+        for thread in self.threads:
+            thread.join(timeout=5)
 
 
 class MemoryCache:
@@ -424,7 +440,7 @@ def _answer(model: Hico, jobs: list[Job], options: EvalOptions, path: Path, plac
     bar = tqdm(total=len(jobs), desc=f"eval rank {place.rank}" if place.distributed else "eval", unit="item",
                disable=not options.progress, position=place.rank, dynamic_ncols=True)
     prefetcher = Prefetcher(groups, config.vision.image_size, config.local_num_frames, options.prefetch_bytes,
-                            options.isolate)
+                            options.isolate, options.decoders)
     cache = MemoryCache(folder=options.cache_dir)
     try:
         with open(path, "a", encoding="utf-8") as results, bar, torch.inference_mode():
