@@ -1,0 +1,128 @@
+"""Evaluation throughput: a synthetic 200-item benchmark in the MVBench format, answered by the embedded model.
+
+Measures, on the same items and videos:
+  model-only   encode + answer every item from clips decoded beforehand (no decoding in the timed part)
+               (the model gets all cores but one in both timings: `--threads`)
+  decode-only  decoding and preprocessing every video alone (hico's worker process, as the runner does)
+  wall, 1 proc `hico.eval.runner.run`: decoding on background threads while the model works
+  wall, 2 proc the same under `torchrun --standalone --nproc_per_node 2` (items split by video)
+The issue's target: wall (1 process) <= 1.15 x model-only, i.e. decoding hidden behind compute.
+
+  python bench/eval.py                     # 200 items, prints the figures and a docs/benchmarks.md line
+  python bench/eval.py --items 40 --work build/bench-eval-small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = """
+import sys, hico
+from hico.embedded import embedded_path
+from hico.eval.runner import EvalOptions, prepare, run
+plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], EvalOptions(progress=False))
+run(plan, hico.load(embedded_path()))
+"""
+
+
+def model_only(model, plan) -> tuple[float, float]:
+    """Seconds to encode and answer every item with all clips decoded beforehand; and the decode seconds."""
+    import torch
+
+    from hico.api import ENCODE_BATCH_CLIPS
+    from hico.eval.runner import groups_of
+    from hico.generate import GenerationOptions
+    from hico.memory import VideoMemory
+    from hico.video.reader import Video
+
+    config = model.model.config
+    compute = decode = 0.0
+    for group in groups_of(plan.jobs):
+        job = group[0]
+        started = time.perf_counter()
+        with Video(job.path, folder_fps=job.item.video.folder_fps) as video:
+            sample_plan = video.plan(job.sampling)
+            clips = [c.pixels for c in video.clips(sample_plan, config.vision.image_size, config.local_num_frames)]
+            times = video.times(sample_plan)
+        decode += time.perf_counter() - started
+        started = time.perf_counter()
+        with torch.inference_mode():
+            tokens = torch.cat([model.model.encode_clips(torch.stack(clips[i:i + ENCODE_BATCH_CLIPS])).flatten(0, 1)
+                                for i in range(0, len(clips), ENCODE_BATCH_CLIPS)])
+            memory = VideoMemory(tokens, list(sample_plan.indices), times, sample_plan.time_msg, sample_plan.duration,
+                                 str(job.path), "")
+            for item_job in group:
+                options = GenerationOptions(max_new_tokens=item_job.task.settings.max_new_tokens)
+                model.answer(memory, item_job.item.prompt, options=options)
+        compute += time.perf_counter() - started
+    return compute, decode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=16, help="length of each synthetic video")
+    parser.add_argument("--size", type=int, default=160, help="frame width and height of the videos, pixels")
+    parser.add_argument("--work", default=str(ROOT / "build" / "bench-eval"))
+    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="torch threads for the model in both timings (default: all cores but one, which "
+                             "the decoding needs to run beside the model)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+    import hico
+    from hico.embedded import embedded_path
+    from hico.eval.runner import EvalOptions, prepare, run
+    from hico.synthetic.benchmarks import write_benchmark
+
+    work = Path(args.work)
+    if work.exists():
+        shutil.rmtree(work)
+    bench = write_benchmark(work, "mvbench", items=args.items, seconds=args.seconds, fps=8.0, size=args.size)
+    model = hico.load(embedded_path())
+    plan = prepare([bench.task], bench.annotations, bench.videos, work / "one", EvalOptions(progress=False))
+    compute, decode = model_only(model, plan)
+
+    started = time.perf_counter()
+    run(plan, model)
+    wall_one = time.perf_counter() - started
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    str(write_job(work)), bench.task, str(bench.annotations), str(bench.videos), str(work / "two")],
+                   env=env, check=True)  # timed with its start-up: two interpreters and two model loads
+    wall_two = time.perf_counter() - started
+    same = json.loads((work / "one" / "summary.json").read_text())["tasks"] == \
+        json.loads((work / "two" / "summary.json").read_text())["tasks"]
+
+    frames = json.loads((work / "one" / "results.jsonl").read_text().splitlines()[0])["frames"]
+    figures = {"items": args.items, "videos": len(bench.video_files), "frames_per_video": frames,
+               "video": f"{args.size}x{args.size}, {args.seconds} s at 8 fps", "model_only_s": round(compute, 1),
+               "decode_only_s": round(decode, 1), "wall_1proc_s": round(wall_one, 1),
+               "wall_over_model_only": round(wall_one / compute, 3), "items_per_s_1proc": round(args.items / wall_one, 2),
+               "wall_2proc_s": round(wall_two, 1), "items_per_s_2proc": round(args.items / wall_two, 2),
+               "2proc_summary_equals_1proc": same, "torch_threads": args.threads, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+               "machine": platform.processor() or platform.machine()}
+    print(json.dumps(figures, indent=1))
+
+
+def write_job(work: Path) -> Path:
+    path = work / "job.py"
+    path.write_text(JOB)
+    return path
+
+
+if __name__ == "__main__":
+    main()
