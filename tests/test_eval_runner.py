@@ -104,6 +104,10 @@ def test_missing_videos_stop_before_model_work_unless_skipped(tmp_path, counted)
     results = lines(tmp_path / "out" / RESULTS)
     assert [r["status"] for r in results] == ["skipped"] * 6 + ["ok"] and len(calls) == 1
     assert "6 items skipped (missing or unreadable video)" in (tmp_path / "out" / "report.md").read_text()
+    write_benchmark(tmp_path, "mvbench", items=7)  # the videos are back: a rerun answers the skipped items
+    again = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", options), model)
+    assert again["tasks"][bench.task]["scored"] == 7 and len(calls) == 7
+    assert [r["status"] for r in lines(tmp_path / "out" / RESULTS)] == ["ok"] * 7
 
 
 def test_a_video_that_fails_to_decode_is_recorded_not_lost(tmp_path, model):

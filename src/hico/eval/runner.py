@@ -191,11 +191,13 @@ def read_results(path: Path) -> list[dict]:
 
 
 def finished(out: Path) -> dict[str, dict]:
-    """Every result already written in `out` (merged file and any shards), by item id."""
+    """Every result already written in `out` (merged file and any shards), by item id; an item skipped in
+    one run and answered in a later one counts as answered."""
     done: dict[str, dict] = {}
     for path in [out / RESULTS, *sorted(out.glob("results.rank*.jsonl"))]:
         for result in read_results(path):
-            done.setdefault(result["id"], result)
+            if result["id"] not in done or done[result["id"]]["status"] != "ok":  # an answer beats a skip
+                done[result["id"]] = result
     return done
 
 
@@ -415,7 +417,8 @@ def run(plan: Plan, model: Hico, *, place: World | None = None) -> dict | None:
     others = {r.get("model") for r in done.values() if r.get("status") == "ok"} - {model.model_id}
     if others:
         raise OptionError(f"{out} holds results of another model; pass a new --out folder for this one")
-    todo = [j for j in plan.jobs if j.item.id not in done]
+    answered = {i for i, r in done.items() if r["status"] == "ok"}
+    todo = [j for j in plan.jobs if j.item.id not in answered]  # skipped items are tried again
     mine = [job for g, group in enumerate(groups_of(todo)) if g % place.size == place.rank for job in group]
     path = out / (SHARD.format(rank=place.rank) if place.distributed else RESULTS)
     _answer(model, mine, plan.options, path, place)
