@@ -37,6 +37,13 @@ def prompt(record: dict) -> str:
     return f"{PRE_PROMPT}{record['caption']}. {POST_PROMPT}"
 
 
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def _pairs(times: list[float]) -> list[list[float]]:
     times = times[: len(times) // 2 * 2]
     return [[times[i], times[i + 1]] for i in range(0, len(times), 2)]
@@ -47,7 +54,8 @@ def extract_official(response: str) -> list[list[float]]:
     text = response.lower().replace("to", "-")
     sentences = re.split(r"[!?\n]", text)
     candidates = [s for s in sentences if any(k in s for k in KEYWORDS)]
-    found = [[float(a), float(b)] for a, b in _PAIR.findall(text)]
+    found = [[_number(a), _number(b)] for a, b in _PAIR.findall(text)]
+    found = [pair for pair in found if None not in pair]  # "3..5" would crash eval_tvg.py; here it is no pair
     if not found:
         found = _pairs([float(m.group(0)) for m in map(_NUMBER.search, candidates) if m])
     if not found:
