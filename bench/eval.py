@@ -98,7 +98,8 @@ def main() -> None:
     run(plan, model)
     wall_one = time.perf_counter() - started
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p))
+    paths = (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     str(write_job(work)), bench.task, str(bench.annotations), str(bench.videos), str(work / "two")],
@@ -111,9 +112,11 @@ def main() -> None:
     figures = {"items": args.items, "videos": len(bench.video_files), "frames_per_video": frames,
                "video": f"{args.size}x{args.size}, {args.seconds} s at 8 fps", "model_only_s": round(compute, 1),
                "decode_only_s": round(decode, 1), "wall_1proc_s": round(wall_one, 1),
-               "wall_over_model_only": round(wall_one / compute, 3), "items_per_s_1proc": round(args.items / wall_one, 2),
+               "wall_over_model_only": round(wall_one / compute, 3),
+               "items_per_s_1proc": round(args.items / wall_one, 2),
                "wall_2proc_s": round(wall_two, 1), "items_per_s_2proc": round(args.items / wall_two, 2),
-               "2proc_summary_equals_1proc": same, "torch_threads": args.threads, "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+               "2proc_summary_equals_1proc": same, "torch_threads": args.threads, "cpus": os.cpu_count(),
+               "load_avg": os.getloadavg(),
                "machine": platform.processor() or platform.machine()}
     print(json.dumps(figures, indent=1))
 

@@ -74,7 +74,8 @@ def test_readers_count_every_record(name, count):
 def test_reader_details_from_the_annotation_readme():
     mv = {n: len(get_task(f"mvbench_{n}").load(ANNOTATIONS)) for n in mvbench.ROOTS}
     assert set(mv.values()) == {200}
-    single = [i.source[1] for i in get_task("mvbench_counterfactual_inference").load(ANNOTATIONS) if len(i.options) == 1]
+    counterfactual = get_task("mvbench_counterfactual_inference").load(ANNOTATIONS)
+    single = [i.source[1] for i in counterfactual if len(i.options) == 1]
     assert single == [81, 98, 111, 137, 162]
     counts = {n: len(get_task(f"mlvu_mc_{n}").load(ANNOTATIONS)) for n in
               ("plotqa", "needle", "ego", "count", "order", "anomaly_reco", "topic_reasoning")}
@@ -129,9 +130,11 @@ def test_generation_settings_equal_the_official_ones():
             assert settings.max_new_tokens == config["generation_config_passed_to_model_chat"]["max_new_tokens"]
             assert settings.max_num_frames == config["max_num_frames"]
     for benchmark, name in (("LongVideoBench", "longvideobench_val_v"), ("Video-MME", "videomme"),
-                            ("Charades-STA", "temporal_grounding_charades"), ("PerceptionTest", "perceptiontest_val_mc")):
+                            ("Charades-STA", "temporal_grounding_charades"),
+                            ("PerceptionTest", "perceptiontest_val_mc")):
         config = fixture()["benchmarks"][benchmark]["task_config"]
-        assert get_task(name).settings.max_new_tokens == config["generation_config_passed_to_model_chat"]["max_new_tokens"]
+        generation = config["generation_config_passed_to_model_chat"]
+        assert get_task(name).settings.max_new_tokens == generation["max_new_tokens"]
         assert get_task(name).settings.max_num_frames == config["max_num_frames"]
 
 

@@ -154,7 +154,8 @@ def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):
         "import sys, hico\n"
         "from hico.embedded import embedded_path\n"
         "from hico.eval.runner import EvalOptions, prepare, run\n"
-        "plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], EvalOptions(max_frames=8, progress=False))\n"
+        "options = EvalOptions(max_frames=8, progress=False)\n"
+        "plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], options)\n"
         "run(plan, hico.load(embedded_path()))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(hico.__file__).parents[1]),
                                                                   os.environ.get("PYTHONPATH")) if p))
@@ -165,6 +166,7 @@ def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["tasks"] == one["tasks"]
     strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mb")}  # noqa: E731
-    assert [strip(r) for r in lines(tmp_path / "two" / RESULTS)] == [strip(r) for r in lines(tmp_path / "one" / RESULTS)]
+    two_results, one_results = lines(tmp_path / "two" / RESULTS), lines(tmp_path / "one" / RESULTS)
+    assert [strip(r) for r in two_results] == [strip(r) for r in one_results]
     assert not list((tmp_path / "two").glob("results.rank*.jsonl"))  # merged into results.jsonl
     assert set(finished(tmp_path / "two")) == set(finished(tmp_path / "one"))

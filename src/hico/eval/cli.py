@@ -11,7 +11,7 @@ ANNOTATIONS_ENV = "HICO_EVAL_ANNOTATIONS"
 
 
 def register(sub) -> None:
-    from hico.cli import Parser, add_dropout_args, add_model_args
+    from hico.cli import add_dropout_args, add_model_args
 
     parser = sub.add_parser(
         "eval", help="evaluate on benchmarks (MVBench, MLVU, LVBench, LongVideoBench, Video-MME, Charades-STA, ...)",

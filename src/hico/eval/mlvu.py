@@ -35,9 +35,9 @@ def sub_task(name: str, stem: str) -> ChoiceTask:
     file = f"MLVU_MC/json/{stem}.json"
 
     def build(record: dict, index: int) -> Item:
-        return Item(task=f"mlvu_mc_{name}", source=(file, index), video=VideoRef(f"{VIDEO_ROOT}{stem}/{record['video']}"),
-                    prompt=prompt(record), target=record["answer"], category=name,
-                    options=tuple(record["candidates"]),
+        return Item(task=f"mlvu_mc_{name}", source=(file, index),
+                    video=VideoRef(f"{VIDEO_ROOT}{stem}/{record['video']}"), prompt=prompt(record),
+                    target=record["answer"], category=name, options=tuple(record["candidates"]),
                     answer_letter=answer_letter(record["candidates"], record["answer"]), doc=record)
 
     return ChoiceTask(f"mlvu_mc_{name}", "MLVU", file, "mlvu_mc_accuracy", SETTINGS, build)

@@ -99,7 +99,8 @@ def write_report(summary: dict, path: str | Path) -> Path:
             strict = entry["strict"]["per_category"]
             lines += ["| category | official | strict |", "|---|---:|---:|"]
             sub_scale = "percent" if get_task(name).members else entry["scale"]
-            lines += [f"| {c} | {_cell(v, sub_scale)} | {_cell(strict.get(c), sub_scale)} |" for c, v in categories.items()]
+            lines += [f"| {c} | {_cell(v, sub_scale)} | {_cell(strict.get(c), sub_scale)} |"
+                      for c, v in categories.items()]
         lines += [""] + [f"- {note}" for note in notes]
     path = Path(path)
     path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")

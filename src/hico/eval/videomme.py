@@ -99,8 +99,9 @@ class VideoMME(Task):
                 lines = srt_lines(srt.read_text(encoding="utf-8", errors="replace")) if srt and srt.is_file() else None
                 notes = (NO_SRT,) if lines is None else ()
                 text = subtitle_prompt(record, lines)
-            items.append(Item(task=self.name, source=(FILE, index), video=VideoRef(VIDEO_ROOT + record["videoID"] + ".mp4"),
-                              prompt=text, target=record["answer"], category=record["duration"],
+            video = VideoRef(f"{VIDEO_ROOT}{record['videoID']}.mp4")
+            items.append(Item(task=self.name, source=(FILE, index), video=video, prompt=text,
+                              target=record["answer"], category=record["duration"],
                               options=tuple(o[3:] if o[1:3] == ". " else o for o in record["options"]),
                               answer_letter=record["answer"], doc=record, notes=notes))
         return items
@@ -141,10 +142,10 @@ class VideoMME(Task):
             logged += [f"Evaluation on {title}: {name}: {percent(name) : .1f}%" for name in names]
         overall = percent(None)
         logged.append(f"Overall Performance: {overall : .1f}%")
+        seen = lambda names: [n for n in names if any(n in r["key"] for r in results)]  # noqa: E731
         return {"overall": overall, "count": len(results), "scale": "percent",
-                "per_category": {name: percent(name) for name in VIDEO_TYPES if any(name in r["key"] for r in results)},
-                "per_task_type": {name: percent(name) for name in TASK_CATEGORIES if any(name in r["key"] for r in results)},
-                "logged": logged}
+                "per_category": {name: percent(name) for name in seen(VIDEO_TYPES)},
+                "per_task_type": {name: percent(name) for name in seen(TASK_CATEGORIES)}, "logged": logged}
 
 
 def tasks() -> dict:
