@@ -2,10 +2,12 @@
 
 Measures, on the same items and videos:
   model-only   encode + answer every item from clips decoded beforehand (no decoding in the timed part)
-               (the model gets all cores but one in both timings: `--threads`)
-  decode-only  decoding and preprocessing every video alone (hico's worker process, as the runner does)
-  wall, 1 proc `hico.eval.runner.run`: decoding on background threads while the model works
-  wall, 2 proc the same under `torchrun --standalone --nproc_per_node 2` (items split by video)
+               (the model gets all cores but one in every timing: `--threads`)
+  decode-only  decoding and preprocessing every video alone, in a worker process per video (the runner's
+               default) and in this process (`--decode-in-process`)
+  wall, 1 proc `hico.eval.runner.run`, both decode modes: decoding on background threads while the model works
+  wall, 2 proc in-process decoding under `torchrun --standalone --nproc_per_node 2` (items split by video),
+               start-up (two interpreters, two model loads) included
 The issue's target: wall (1 process) <= 1.15 x model-only, i.e. decoding hidden behind compute.
 
   python bench/eval.py                     # 200 items, prints the figures and a docs/benchmarks.md line
@@ -29,42 +31,48 @@ JOB = """
 import sys, hico
 from hico.embedded import embedded_path
 from hico.eval.runner import EvalOptions, prepare, run
-plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], EvalOptions(progress=False))
+options = EvalOptions(progress=False, isolate=sys.argv[5] == "worker")
+plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], options)
 run(plan, hico.load(embedded_path()))
 """
 
 
-def model_only(model, plan) -> tuple[float, float]:
-    """Seconds to encode and answer every item with all clips decoded beforehand; and the decode seconds."""
-    import torch
-
-    from hico.api import ENCODE_BATCH_CLIPS
+def decoded_videos(model, plan, isolate: bool, keep: bool = True) -> tuple[list, float]:
+    """Every video group's clips and sampling facts, decoded up front (kept if `keep`); and the seconds."""
     from hico.eval.runner import groups_of
-    from hico.generate import GenerationOptions
-    from hico.memory import VideoMemory
     from hico.video.reader import Video
 
     config = model.model.config
-    compute = decode = 0.0
+    videos, started = [], time.perf_counter()
     for group in groups_of(plan.jobs):
         job = group[0]
-        started = time.perf_counter()
-        with Video(job.path, folder_fps=job.item.video.folder_fps) as video:
+        with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=isolate) as video:
             sample_plan = video.plan(job.sampling)
             clips = [c.pixels for c in video.clips(sample_plan, config.vision.image_size, config.local_num_frames)]
-            times = video.times(sample_plan)
-        decode += time.perf_counter() - started
-        started = time.perf_counter()
-        with torch.inference_mode():
+            if keep:
+                videos.append((group, sample_plan, video.times(sample_plan), clips))
+    return videos, time.perf_counter() - started
+
+
+def model_only(model, videos: list) -> float:
+    """Seconds to encode and answer every item from clips decoded beforehand."""
+    import torch
+
+    from hico.api import ENCODE_BATCH_CLIPS
+    from hico.generate import GenerationOptions
+    from hico.memory import VideoMemory
+
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for group, sample_plan, times, clips in videos:
             tokens = torch.cat([model.model.encode_clips(torch.stack(clips[i:i + ENCODE_BATCH_CLIPS])).flatten(0, 1)
                                 for i in range(0, len(clips), ENCODE_BATCH_CLIPS)])
             memory = VideoMemory(tokens, list(sample_plan.indices), times, sample_plan.time_msg, sample_plan.duration,
-                                 str(job.path), "")
-            for item_job in group:
-                options = GenerationOptions(max_new_tokens=item_job.task.settings.max_new_tokens)
-                model.answer(memory, item_job.item.prompt, options=options)
-        compute += time.perf_counter() - started
-    return compute, decode
+                                 str(group[0].path), "")
+            for job in group:
+                options = GenerationOptions(max_new_tokens=job.task.settings.max_new_tokens)
+                model.answer(memory, job.item.prompt, options=options)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -91,34 +99,40 @@ def main() -> None:
         shutil.rmtree(work)
     bench = write_benchmark(work, "mvbench", items=args.items, seconds=args.seconds, fps=8.0, size=args.size)
     model = hico.load(embedded_path())
-    plan = prepare([bench.task], bench.annotations, bench.videos, work / "one", EvalOptions(progress=False))
-    compute, decode = model_only(model, plan)
-
-    started = time.perf_counter()
-    run(plan, model)
-    wall_one = time.perf_counter() - started
+    figures: dict = {"items": args.items, "videos": len(bench.video_files)}
+    plan = prepare([bench.task], bench.annotations, bench.videos, work / "probe", EvalOptions(progress=False))
+    videos, figures["decode_only_thread_s"] = decoded_videos(model, plan, isolate=False)
+    figures["model_only_s"] = compute = model_only(model, videos)
+    del videos
+    figures["decode_only_worker_s"] = decoded_videos(model, plan, isolate=True, keep=False)[1]
+    for mode, isolate in (("worker", True), ("thread", False)):
+        options = EvalOptions(progress=False, isolate=isolate)
+        plan = prepare([bench.task], bench.annotations, bench.videos, work / f"one-{mode}", options)
+        started = time.perf_counter()
+        run(plan, model)
+        wall = time.perf_counter() - started
+        figures[f"wall_1proc_{mode}_s"] = wall
+        figures[f"wall_over_model_only_{mode}"] = round(wall / compute, 3)
+        figures[f"items_per_s_1proc_{mode}"] = round(args.items / wall, 2)
 
     paths = (str(ROOT / "src"), os.environ.get("PYTHONPATH"))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(write_job(work)), bench.task, str(bench.annotations), str(bench.videos), str(work / "two")],
+                    str(write_job(work)), bench.task, str(bench.annotations), str(bench.videos), str(work / "two"), "thread"],
                    env=env, check=True)  # timed with its start-up: two interpreters and two model loads
     wall_two = time.perf_counter() - started
-    same = json.loads((work / "one" / "summary.json").read_text())["tasks"] == \
+    same = json.loads((work / "one-thread" / "summary.json").read_text())["tasks"] == \
         json.loads((work / "two" / "summary.json").read_text())["tasks"]
 
-    frames = json.loads((work / "one" / "results.jsonl").read_text().splitlines()[0])["frames"]
-    figures = {"items": args.items, "videos": len(bench.video_files), "frames_per_video": frames,
-               "video": f"{args.size}x{args.size}, {args.seconds} s at 8 fps", "model_only_s": round(compute, 1),
-               "decode_only_s": round(decode, 1), "wall_1proc_s": round(wall_one, 1),
-               "wall_over_model_only": round(wall_one / compute, 3),
-               "items_per_s_1proc": round(args.items / wall_one, 2),
-               "wall_2proc_s": round(wall_two, 1), "items_per_s_2proc": round(args.items / wall_two, 2),
-               "2proc_summary_equals_1proc": same, "torch_threads": args.threads, "cpus": os.cpu_count(),
-               "load_avg": os.getloadavg(),
-               "machine": platform.processor() or platform.machine()}
-    print(json.dumps(figures, indent=1))
+    frames = json.loads((work / "one-worker" / "results.jsonl").read_text().splitlines()[0])["frames"]
+    figures.update({"frames_per_video": frames, "video": f"{args.size}x{args.size}, {args.seconds} s at 8 fps",
+                    "wall_2proc_thread_s": wall_two, "items_per_s_2proc_thread": round(args.items / wall_two, 2),
+                    "2proc_summary_equals_1proc": same, "torch_threads": args.threads, "cpus": os.cpu_count(),
+                    "load_avg": [round(x, 1) for x in os.getloadavg()],
+                    "machine": platform.processor() or platform.machine()})
+    print(json.dumps({k: round(v, 3 if "over" in k else 1) if isinstance(v, float) else v
+                      for k, v in figures.items()}, indent=1))
 
 
 def write_job(work: Path) -> Path:

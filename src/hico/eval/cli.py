@@ -31,6 +31,9 @@ def register(sub) -> None:
     frames.add_argument("--fps", type=float, help="a target frame rate instead")
     frames.add_argument("--max-frames", type=int, help="at most N frames per video")
     parser.add_argument("--cache", help="folder to keep encoded videos in across runs")
+    parser.add_argument("--decode-in-process", action="store_true",
+                        help="decode on threads of this process instead of a worker process per video: faster for "
+                             "many short videos, but a decoder that hangs or crashes stops the run")
     parser.add_argument("--seed", type=int, default=0, help="seed of LongVideoBench's official random fallback")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
@@ -75,7 +78,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     options = EvalOptions(limit=args.limit, skip_missing=args.skip_missing, num_frames=args.frames, fps=args.fps,
                           max_frames=args.max_frames, dropout=dropout if dropout is not None else DropSchedule(),
                           subtitles=args.subtitles, cache_dir=args.cache, seed=args.seed,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, isolate=not args.decode_in_process)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     plan = prepare(names, annotations_folder(args), args.video_root, args.out, options)  # before any model work
     place = world()
