@@ -414,6 +414,10 @@ def run(plan: Plan, model: Hico, *, place: World | None = None) -> dict | None:
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     done = finished(out)
+    if place.distributed:  # every rank must split the same to-do list: nobody writes before all have read
+        import torch.distributed as dist
+
+        dist.barrier()
     others = {r.get("model") for r in done.values() if r.get("status") == "ok"} - {model.model_id}
     if others:
         raise OptionError(f"{out} holds results of another model; pass a new --out folder for this one")
