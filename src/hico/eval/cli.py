@@ -16,7 +16,8 @@ def register(sub) -> None:
     parser = sub.add_parser(
         "eval", help="evaluate on benchmarks (MVBench, MLVU, LVBench, LongVideoBench, Video-MME, Charades-STA, ...)",
         description="Answer every item of the named tasks (official lmms-eval names, comma-separated) with the "
-                    "official prompts, settings and scoring; resumable; shards over torchrun processes.")
+                    "official prompts, settings and scoring; resumable; shards over torchrun processes. In-LLM "
+                    "dropout is off unless --dropout asks for it, as in the official evaluation.")
     parser.add_argument("tasks", nargs="?", help="TASK[,TASK...], e.g. mvbench,mlvu_mc (see --list)")
     parser.add_argument("--list", action="store_true", help="print the tasks with their item counts and exit")
     parser.add_argument("--annotations", help=f"the official eval_annotations folder (default: ${ANNOTATIONS_ENV})")

@@ -4,4 +4,5 @@
     pictures     -> coloured shapes with a symbol (the needles) and the words that ask about them
     tasks        -> seeded training videos with questions (LLaVA-style data for `hico train`), demo videos
     checkpoints  -> tiny random checkpoints in the official layout, and small tokenizers
+    benchmarks   -> mini benchmarks in the official evaluation annotation formats, over such videos
 """

@@ -2,7 +2,7 @@
 
 `write_benchmark(folder, "mvbench", items=8)` writes `folder/annotations/<official layout>` and
 `folder/videos/<the paths the task expects>`, and returns what to run. Videos are short synthetic clips
-whose frames carry their index; several items share a video where the real benchmark does (MLVU, Video-MME).
+whose frames carry their index (hico.synthetic.videos); several items share a video where the real benchmark does (MLVU, Video-MME).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hico.synth import write_frame_folder, write_video
+from hico.synthetic.videos import write_frame_folder, write_video
 
 FORMATS = ("mvbench", "mlvu", "lvbench", "longvideobench", "videomme", "charades")
 COLOURS = ("red", "green", "blue", "yellow")
