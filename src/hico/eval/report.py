@@ -41,7 +41,8 @@ def _differs(official: dict, strict: dict) -> bool:
 def summarize(plan: Plan, results: list[dict], model_name: str) -> dict:
     paper = paper_numbers(model_name)
     summary = {"model": model_name, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "video_root": str(plan.video_root), "settings": plan.options.describe(), "tasks": {}}
+               "video_root": str(plan.video_root), "settings": plan.options.describe(),
+               "settings_text": plan.options.sentence(), "tasks": {}}
     for name in plan.names:
         task = get_task(name)
         members = set(task.members) or {name}
@@ -64,7 +65,7 @@ def _cell(value: float | None, scale: str) -> str:
 
 def write_report(summary: dict, path: str | Path) -> Path:
     lines = [f"# hico eval: {summary['model']}", "",
-             f"{summary['date']}; videos under `{summary['video_root']}`; settings {summary['settings']}.", "",
+             f"{summary['date']}; videos under `{summary['video_root']}`; {summary['settings_text']}.", "",
              "Numbers in percent (LongVideoBench and Perception Test are fractions in the official output; shown "
              "x100 here). Official = the official parsers and aggregation, quirks included; strict = the letter "
              "or interval the answer states, empty answers counted wrong.", "",

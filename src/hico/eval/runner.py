@@ -95,6 +95,20 @@ class EvalOptions:
                                                                   list(self.dropout.ratios)],
                 "subtitles": self.subtitles is not None, "seed": self.seed}
 
+    def sentence(self) -> str:
+        """The settings in words, for the report."""
+        overrides = [f"{name} {value}" for name, value in (("frames", self.num_frames), ("fps", self.fps),
+                                                           ("max frames", self.max_frames)) if value is not None]
+        words = [f"sampling overridden: {', '.join(overrides)} (not the official setting)" if overrides
+                 else "official sampling per benchmark"]
+        words.append("in-LLM dropout off (as officially)" if not self.dropout.enabled else
+                     f"in-LLM dropout {self.dropout.kind} after layers {list(self.dropout.layers)} "
+                     f"keeping {list(self.dropout.ratios)} (the official evaluation has none)")
+        if self.limit is not None:
+            words.append(f"first {self.limit} items of each task only")
+        words.append("subtitles from --subtitles" if self.subtitles else "no subtitle folder given")
+        return "; ".join(words)
+
 
 @dataclass
 class Job:
