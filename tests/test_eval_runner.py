@@ -149,20 +149,15 @@ def test_prefetch_queue_is_bounded_by_its_budget(tmp_path, model):
 def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):
     bench = write_benchmark(tmp_path, "mlvu", items=4)
     one = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "one", FRAMES), model)
-    script = tmp_path / "job.py"
-    script.write_text(
-        "import sys, hico\n"
-        "from hico.embedded import embedded_path\n"
-        "from hico.eval.runner import EvalOptions, prepare, run\n"
-        "options = EvalOptions(max_frames=8, progress=False)\n"
-        "plan = prepare([sys.argv[1]], sys.argv[2], sys.argv[3], sys.argv[4], options)\n"
-        "run(plan, hico.load(embedded_path()))\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(Path(hico.__file__).parents[1]),
                                                                   os.environ.get("PYTHONPATH")) if p))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), bench.task, str(bench.annotations), str(bench.videos), str(tmp_path / "two")]
+               "-m", "hico.cli", "eval", bench.task, "--annotations", str(bench.annotations),
+               "--video-root", str(bench.videos), "--out", str(tmp_path / "two"), "--max-frames", "8",
+               "--no-progress"]  # the user's command: the same CLI under torchrun, decoding in worker processes
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote ") == 1  # only rank 0 merges and reports
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert two["tasks"] == one["tasks"]
     strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mb")}  # noqa: E731
