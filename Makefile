@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes clean-sample
+.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-precision: $(STAMP)
 
 bench-real-shapes: $(STAMP)
 	cd bench && ../$(BIN)/python real_shapes.py
+
+# Evaluation throughput on a synthetic 200-item MVBench-format benchmark (docs/benchmarks.md).
+bench-eval: $(STAMP)
+	$(BIN)/python bench/eval.py
 
 clean-sample:
 	rm -rf sample
