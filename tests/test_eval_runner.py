@@ -165,3 +165,18 @@ def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):
     assert [strip(r) for r in two_results] == [strip(r) for r in one_results]
     assert not list((tmp_path / "two").glob("results.rank*.jsonl"))  # merged into results.jsonl
     assert set(finished(tmp_path / "two")) == set(finished(tmp_path / "one"))
+
+
+def test_limit_and_sampling_overrides(tmp_path):
+    bench = write_benchmark(tmp_path, "mvbench", items=5)
+    official = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", EvalOptions(limit=3))
+    assert [job.item.id for job in official.jobs] == [f"{bench.task}/{i}" for i in range(3)]
+    sampling = official.jobs[0].sampling  # MVBench's official setting, with the record's clip bounds
+    assert (sampling.policy, sampling.max_num_frames, sampling.min_num_frames) == ("dynamic_fps1", 512, 64)
+    assert (sampling.start, sampling.end) == (0.5, 7.0)
+    exact = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", EvalOptions(num_frames=12))
+    assert (exact.jobs[0].sampling.policy, exact.jobs[0].sampling.max_num_frames) == ("middle", 12)
+    assert (exact.jobs[0].sampling.start, exact.jobs[0].sampling.end) == (0.5, 7.0)
+    lv = write_benchmark(tmp_path / "lv", "lvbench", items=1)
+    (job,) = prepare([lv.task], lv.annotations, lv.videos, tmp_path / "lv-out").jobs
+    assert job.sampling.max_num_frames == 640 and job.item.video.frames
