@@ -37,6 +37,7 @@ def test_shipped_files_are_an_official_checkpoint_under_the_size_limit() -> None
     assert "model.mm_projector.mlp.0.weight" in names and "lm_head.weight" in names
     model = hico.load(folder)
     assert model.tokenizer is not None and model.model.config.vision.image_size == recipe.SIZE
+    assert model.name == "embedded"  # reports and result files name it, not its folder `weights/`
 
 
 def test_the_model_reads_colours_and_shapes_in_unseen_videos(tmp_path) -> None:

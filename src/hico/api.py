@@ -224,13 +224,20 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | tor
 
         apply_adapter(model, folder)  # a LoRA training checkpoint: merged into the weights on load
     model.eval()
-    hico = Hico(model, load_tokenizer(folder), _fingerprint(folder), str(path) if hub else folder.resolve().name)
+    hico = Hico(model, load_tokenizer(folder), _fingerprint(folder), str(path) if hub else _folder_name(folder))
     if quantize:
         from hico.quantize import quantize_llm
 
         quantize_llm(model, quantize)
         hico.quantization = quantize
     return hico
+
+
+def _folder_name(folder: Path) -> str:
+    """What people call a checkpoint folder: its name, or "embedded" for the shipped toy model (in `weights/`)."""
+    from hico.embedded import WEIGHTS
+
+    return "embedded" if folder.resolve() == WEIGHTS else folder.resolve().name
 
 
 def load_tokenizer(folder: Path):

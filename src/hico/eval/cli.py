@@ -86,8 +86,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.device == "cuda" and "LOCAL_RANK" in os.environ:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"
     model = load_model(args)
-    if args.model is None:  # its folder is called "weights": say what it is in the report
-        model.name = "the embedded toy model"
     if options.dropout.enabled:
         options.dropout.check_depth(model.model.config.llm["num_hidden_layers"])
     summary = run(plan, model, place=place)
