@@ -131,10 +131,14 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--skip-tower", action="store_true")
+    parser.add_argument("--table", action="store_true", help="only rewrite the table from the kept rows")
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.machine()} CPU"
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if args.table:
+        write(saved, args)
+        return
 
     def keep(key: str, row: dict) -> None:
         saved[f"{machine} {args.dtype} {key}"] = row | {"machine": machine, "dtype": args.dtype}
@@ -165,7 +169,7 @@ def write(saved: dict, args: argparse.Namespace) -> None:
              "| tower | input | machine, dtype | frames per s (23 blocks + merge) | peak MiB (8-clip batches) |",
              "|---|---|---|---|---|"]
     for r in sorted((r for r in rows if r["kind"] == "tower"), key=lambda r: (r["machine"], r["size"])):
-        lines.append(f"| UMT-L | {r['size']} px | {r['machine']}, {r['dtype']} | {r['fps']:.2f} | "
+        lines.append(f"| UMT-L | {r['size']} px | {r['machine']}, {r['dtype']} | {r['fps']:.3g} | "
                      f"{r['peak'] / 2**20:.0f} |")
     lines.append("| UMT-L | 448 px | GPU, bfloat16 | (no GPU lent) | |")
     lines += ["", "| LLM shape | frames | visual tokens | machine, dtype | dropout | visual tokens per s (28 layers) | "
@@ -174,7 +178,7 @@ def write(saved: dict, args: argparse.Namespace) -> None:
     for r in sorted((r for r in rows if r["kind"] == "llm"),
                     key=lambda r: (r["machine"], r["llm"], r["frames"], r["dropout"])):
         lines.append(f"| {r['llm']} | {r['frames']} | {16 * r['frames']} | {r['machine']}, {r['dtype']} | "
-                     f"{'released schedule' if r['dropout'] else 'off'} | {r['tokens_per_s']:.0f} | "
+                     f"{'released schedule' if r['dropout'] else 'off'} | {r['tokens_per_s']:.3g} | "
                      f"{r['seconds']:.1f} | {r['peak_per_frame'] / 2**20:.2f} | {r['kv_per_frame'] / 2**20:.2f} |")
     lines.append("| Qwen2-7B | 1024, 10240 | | GPU, bfloat16 | off / released | (no GPU lent) | | | |")
     from ingest import write_doc

@@ -83,7 +83,8 @@ def main() -> None:
         depths = tuple(float(d) for d in args.depths.split(","))
         build(bench, haystack, load_needles(needles / "niah-synthetic-singlehop.json"),
               GridOptions(frames=(args.frames,), depths=depths))
-    model = hico.load(args.model or embedded_path(), dtype=getattr(torch, args.precision, torch.float32),
+    model = hico.load(args.model or embedded_path(),
+                      dtype=torch.bfloat16 if args.precision == "bfloat16" else torch.float32,
                       quantize="int8" if args.precision == "int8" else None)
     tags = [t for t in (args.tag, "" if args.precision == "float32" else args.precision) if t]
     setting = "-".join([args.answer, args.dropout, *tags])
