@@ -1,0 +1,36 @@
+"""Prometheus metrics of one server, in a registry of its own (two apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter("hico_requests", "HTTP requests answered, by route and status", ["route", "status"],
+                                registry=registry)
+        self.queue_depth = Gauge("hico_queue_depth", "chat requests waiting for or held by the model worker",
+                                 registry=registry)
+        self.time_to_first_token = Histogram("hico_time_to_first_token_seconds",
+                                             "arrival of a chat request to its first answer text", buckets=SECONDS,
+                                             registry=registry)
+        self.encode_seconds = Histogram("hico_encode_seconds", "seconds to decode and encode one video or image set",
+                                        buckets=SECONDS, registry=registry)
+        self.encodes = Counter("hico_video_encodes", "videos or image sets encoded (cache misses)", registry=registry)
+        self.cache_hits = Counter("hico_video_cache_hits", "encoded videos reused, by cache level", ["level"],
+                                  registry=registry)
+        self.visual_tokens = Counter("hico_visual_tokens", "visual tokens in the prompts of answered requests",
+                                     registry=registry)
+        self.completion_tokens = Counter("hico_completion_tokens", "answer tokens generated", registry=registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
