@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from hico.api import Hico
-from hico.errors import HicoError
+from hico.errors import HicoError, OptionError
 from hico.serve.auth import check_key, needs_key
 from hico.serve.cache import VideoCache
 from hico.serve.config import LOOPBACK, ServeConfig
@@ -76,6 +76,8 @@ class Gate:
         try:
             refusal = self.refusal(scope)
             if refusal is not None:
+                if refusal.status == 413:
+                    await drain(receive, 64 * self.max_body)
                 return await error_response(refusal)(scope, receive, counted_send)
             received = 0
 
@@ -117,6 +119,17 @@ class Gate:
             except ApiError as exc:
                 return exc
         return None
+
+
+async def drain(receive, limit: int) -> None:
+    """Read and drop a refused body (up to `limit` bytes): a client still sending when the connection closes
+    sees a reset instead of the 413 that says why."""
+    read = 0
+    while read <= limit:
+        message = await receive()
+        read += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 class EventStream(Response):
@@ -360,6 +373,11 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
         if parsed.model is not None and parsed.model != server.name:
             raise ApiError(404, f"no model {parsed.model[:100]!r}; this server serves {server.name!r}",
                            "model_not_found", param="model")
+        if parsed.dropout is not None:
+            try:
+                parsed.dropout.check_depth(model.model.config.llm["num_hidden_layers"])
+            except OptionError as exc:
+                raise bad_request(f"hico dropout: {exc}", "invalid_value", "hico.dropout") from None
         job = await run_in_threadpool(server.job, parsed, asyncio.get_running_loop())
         server.worker.submit(job)
         kind, value = await next_event(job, request)

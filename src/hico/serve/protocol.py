@@ -48,8 +48,8 @@ class ChatRequest:
     created: int = field(default_factory=lambda: int(time.time()))
 
 
-def _number(body: dict, name: str, low: float, high: float, integer: bool = False, default=None):
-    value = body.get(name, default)
+def _number(body: dict, key: str, low: float, high: float, integer: bool = False, default=None, prefix: str = ""):
+    value, name = body.get(key, default), prefix + key
     if value is None:
         return default
     kind = "an integer" if integer else "a number"
@@ -141,7 +141,7 @@ def _sampling(hico: dict) -> tuple[SamplingOptions | None, DropSchedule | None]:
                           f"{', '.join(SAMPLING_KEYS)}, dropout", "invalid_value", "hico")
     sampling = None
     if any(hico.get(key) is not None for key in SAMPLING_KEYS):
-        values = {key: _number(hico, key, 0, 1e6, integer=key in ("num_frames", "max_frames"))
+        values = {key: _number(hico, key, 0, 1e6, integer=key in ("num_frames", "max_frames"), prefix="hico.")
                   for key in SAMPLING_KEYS}
         try:
             sampling = SamplingOptions.plain(**values)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from hico.api import Hico
-from hico.errors import HicoError
+from hico.errors import HicoError, VideoError
 from hico.prompt import chat_prompt, tokenize
 from hico.serve.cache import VideoCache
 from hico.serve.errors import ApiError
@@ -151,9 +151,10 @@ class ModelWorker:
             job.emit("error", ApiError(499, "the client closed the request", "client_closed"))
         except ApiError as exc:
             job.emit("error", exc)
-        except HicoError as exc:  # a video that cannot be read, a dropout deeper than the model, ...
+        except HicoError as exc:  # a video that cannot be read, options this video cannot meet, ...
             media = job.media[0]
-            job.emit("error", ApiError(400, public_message(exc, media.path, media.name), "invalid_media"))
+            code = "invalid_media" if isinstance(exc, VideoError) else "invalid_request"
+            job.emit("error", ApiError(400, public_message(exc, media.path, media.name), code))
         except Exception:  # a bug: logged here with its traceback, never sent to the client
             log.exception("request %s failed", job.request.id)
             job.emit("error", ApiError(500, "internal server error (the server log has the details)",
@@ -169,8 +170,6 @@ class ModelWorker:
 
     def generate(self, job: Job, memory) -> dict:
         request = job.request
-        if request.dropout is not None:
-            request.dropout.check_depth(self.model.model.config.llm["num_hidden_layers"])
         tokenizer = self.model.tokenizer
         prompt = tokenize(chat_prompt(request.question, memory.time_msg, request.history), tokenizer)
         visual = int(memory.tokens.shape[0])

@@ -1,0 +1,148 @@
+"""`hico serve` through the official openai client: a live server subprocess on 127.0.0.1 with an API key and
+the embedded model, answering about demo videos whose picture (colour and shape) the video writer reports."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("fastapi")
+
+from serve_support import demo_video, start_server
+
+KEY = "test-key-0123456789"
+QUESTION = "Describe the picture in the video."
+DEMO_FRAMES = 96  # 1 fps: the official ~1 fps policy samples all 96 (a multiple of 8, within 64-512)
+TOKENS_PER_FRAME = 16  # 64 tokens per 4-frame clip after merging
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve-api")
+    return {seed: demo_video(folder / f"demo{seed}.mp4", seed) for seed in (0, 1, 2)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    live = start_server(tmp_path_factory.mktemp("serve-api-server"), key=KEY)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def uploaded(client, videos):
+    demo = videos[0]
+    with open(demo.path, "rb") as handle:
+        file = client.files.create(file=handle, purpose="vision")
+    return file, demo.colour, demo.shape
+
+
+def ask(url: str, question: str = QUESTION) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": url}},
+                                         {"type": "text", "text": question}]}]
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == ["hico-embedded"]
+    status, _, body = server.request("GET", "/health", key=None)  # open: load balancers probe it without a key
+    assert status == 200 and b'"ok"' in body
+
+
+def test_upload_then_plain_answer(client, uploaded):
+    file, colour, shape = uploaded
+    assert file.id.startswith("file-") and file.bytes > 0
+    reply = client.chat.completions.create(model="hico-embedded", messages=ask(f"hico://files/{file.id}"))
+    answer = reply.choices[0].message.content
+    assert colour in answer and shape in answer, answer
+    assert reply.choices[0].finish_reason == "stop"
+    plan = reply.model_extra["hico"]
+    assert plan["frames"] == DEMO_FRAMES and plan["times"][:3] == [0.0, 1.0, 2.0]
+    assert "96.00 seconds" in plan["time_msg"]
+    assert reply.usage.prompt_tokens_details.model_extra["visual_tokens"] == DEMO_FRAMES * TOKENS_PER_FRAME
+    # the prompt counts the visual tokens plus the text around the one placeholder (at least the question)
+    assert reply.usage.prompt_tokens > DEMO_FRAMES * TOKENS_PER_FRAME + 8
+    assert reply.usage.completion_tokens >= 2
+
+
+def test_streamed_answer_matches_plain(client, uploaded):
+    file, _, _ = uploaded
+    messages = ask(f"hico://files/{file.id}")
+    plain = client.chat.completions.create(model="hico-embedded", messages=messages).choices[0].message.content
+    chunks = list(client.chat.completions.create(model="hico-embedded", messages=messages, stream=True,
+                                                 stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert len([p for p in pieces if p]) >= 2  # it really streams, piece by piece
+    assert "".join(pieces) == plain
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.prompt_tokens > DEMO_FRAMES * TOKENS_PER_FRAME
+
+
+def test_second_turn_encodes_nothing(server, client, videos):
+    url = "data:video/mp4;base64," + base64.b64encode(videos[1].path.read_bytes()).decode()
+    encodes = server.metric("hico_video_encodes_total")
+    first = client.chat.completions.create(model="hico-embedded", messages=ask(url))
+    assert server.metric("hico_video_encodes_total") == encodes + 1
+    assert first.model_extra["hico"]["cache"] == "encoded"
+    hits = server.metric("hico_video_cache_hits_total")
+    history = ask(url) + [{"role": "assistant", "content": first.choices[0].message.content},
+                          {"role": "user", "content": "What colour is it?"}]
+    second = client.chat.completions.create(model="hico-embedded", messages=history)
+    assert server.metric("hico_video_encodes_total") == encodes + 1
+    assert server.metric("hico_video_cache_hits_total") == hits + 1
+    assert second.model_extra["hico"]["cache"] == "memory"
+    assert second.choices[0].message.content
+    # the history is in the prompt: the second turn's prompt is longer by at least the first answer
+    assert second.usage.prompt_tokens >= first.usage.prompt_tokens + first.usage.completion_tokens
+
+
+def test_sampling_options_ride_under_hico(client, uploaded):
+    file, _, _ = uploaded
+    reply = client.chat.completions.create(model="hico-embedded", messages=ask(f"hico://files/{file.id}"),
+                                           max_tokens=1, extra_body={"hico": {"num_frames": 8, "end": 48}})
+    plan = reply.model_extra["hico"]
+    assert plan["frames"] == 8 and max(plan["times"]) < 48
+    assert reply.usage.prompt_tokens_details.model_extra["visual_tokens"] == 8 * TOKENS_PER_FRAME
+    assert reply.usage.completion_tokens == 1 and reply.choices[0].finish_reason == "length"
+
+
+def test_an_image(client, videos):
+    import av
+
+    demo = videos[2]
+    with av.open(str(demo.path)) as container:  # the picture's frame, cut out of the demo video as a PNG
+        frame = next(f for i, f in enumerate(container.decode(video=0)) if i == demo.first + 1)
+    out = io.BytesIO()
+    frame.to_image().save(out, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    reply = client.chat.completions.create(model="hico-embedded", messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": QUESTION}]}])
+    assert reply.usage.prompt_tokens_details.model_extra["visual_tokens"] == 64  # one image = one 4-frame clip
+    assert reply.model_extra["hico"]["frames"] == 1
+    assert reply.choices[0].message.content
+
+
+def test_stop_string_cuts_the_answer(client, uploaded):
+    file, colour, shape = uploaded
+    reply = client.chat.completions.create(model="hico-embedded", messages=ask(f"hico://files/{file.id}"),
+                                           stop=[f" {shape}"])
+    assert reply.choices[0].message.content == f"a {colour}"
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_wrong_or_missing_key_is_401(server, videos):
+    for key in (None, "wrong-key-0123456789", KEY + "x"):
+        bad = openai.OpenAI(base_url=server.url + "/v1", api_key=key or "none", max_retries=0, timeout=30)
+        with pytest.raises(openai.AuthenticationError) as caught:
+            bad.models.list()
+        assert caught.value.body["code"] == "invalid_api_key"
+    for path in ("/metrics", "/v1/files", "/v1/models"):
+        assert server.request("GET", path, key=None)[0] == 401
+    assert server.request("GET", "/metrics")[0] == 200
