@@ -80,7 +80,7 @@ def start_server(folder: Path, *args: str, key: str | None = None) -> LiveServer
     port = free_port()
     log = folder / f"server-{port}.log"
     env = {**os.environ, "HICO_API_KEY": key or ""}
-    command = [sys.executable, "-m", "hico.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
+    command = [sys.executable, *os.environ.get("HICO_SERVE_SHIM", "-m hico.cli").split(), "serve", "--port", str(port), "--log-level", "warning", *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
     server = LiveServer(process, port, key, log)

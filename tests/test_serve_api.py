@@ -141,8 +141,18 @@ def test_wrong_or_missing_key_is_401(server, videos):
     for key in (None, "wrong-key-0123456789", KEY + "x"):
         bad = openai.OpenAI(base_url=server.url + "/v1", api_key=key or "none", max_retries=0, timeout=30)
         with pytest.raises(openai.AuthenticationError) as caught:
-            bad.models.list()
+            list(bad.models.list())
         assert caught.value.body["code"] == "invalid_api_key"
     for path in ("/metrics", "/v1/files", "/v1/models"):
         assert server.request("GET", path, key=None)[0] == 401
     assert server.request("GET", "/metrics")[0] == 200
+
+
+def test_a_request_past_its_timeout_is_504(server, client, uploaded):
+    file, _, _ = uploaded
+    with pytest.raises(openai.APIStatusError) as caught:  # 1 ms: less than any prefill of 1,536 visual tokens
+        client.chat.completions.create(model="hico-embedded", messages=ask(f"hico://files/{file.id}"),
+                                       extra_body={"hico": {"timeout": 0.001}})
+    assert caught.value.status_code == 504 and caught.value.body["code"] == "request_timeout"
+    assert server.metric("hico_requests_cancelled_total") >= 1
+    assert server.request("GET", "/health")[0] == 200

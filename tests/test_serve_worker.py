@@ -6,10 +6,13 @@ import asyncio
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("fastapi")
 
 from hico.generate import GenerationOptions
+from hico.memory import VideoMemory
+from hico.serve.cache import Encoded
 from hico.serve.errors import ApiError
 from hico.serve.metrics import Metrics
 from hico.serve.protocol import ChatRequest
@@ -25,7 +28,7 @@ def job(loop) -> Job:
 
 def test_a_full_queue_answers_429_with_retry_after():
     metrics = Metrics()
-    worker = ModelWorker(model=None, cache=None, metrics=metrics, max_queue=3, request_timeout=60)  # not started
+    worker = ModelWorker(model=None, cache=None, metrics=metrics, max_queue=3)  # not started
     loop = asyncio.new_event_loop()
     try:
         for _ in range(3):
@@ -66,3 +69,65 @@ def test_held_back_text_is_released_when_it_is_not_a_stop():
 def test_the_earliest_of_several_stops_wins():
     assert feed_all(["circle", "red"], ["a red circle"])[1] == "a "
     assert feed_all([], ["a", " b"])[0] == ["a", " b", ""]
+
+
+class Cache:
+    def get(self, media, sampling):
+        memory = VideoMemory(tokens=torch.zeros(64, 8), indices=[0], times=[0.0], time_msg="", duration=0.0,
+                             source="image", key="k")
+        return Encoded(memory, "memory", 0.0)
+
+
+class EndlessModel:
+    """Answers with an endless stream of words (what a real model may do with a high max_tokens)."""
+
+    def __init__(self, on_piece) -> None:
+        self.on_piece = on_piece
+        self.pieces = 0
+        self.tokenizer = lambda text, add_special_tokens=False: {"input_ids": text.split()}
+
+    def answer(self, memory, question, history, options, *, dropout=None, on_text=None):
+        for _ in range(10_000):
+            self.pieces += 1
+            self.on_piece(self.pieces)
+            on_text(" word")
+        return "never reached"
+
+
+def run_job(monkeypatch, on_piece) -> tuple[list, EndlessModel, Metrics]:
+    import hico.serve.worker as worker_module
+
+    monkeypatch.setattr(worker_module, "tokenize", lambda text, tokenizer: torch.zeros(10))
+    metrics = Metrics()
+    loop = asyncio.new_event_loop()
+    try:
+        the_job = job(loop)
+        model = EndlessModel(lambda n: on_piece(the_job, n))
+        worker = ModelWorker(model=model, cache=Cache(), metrics=metrics, max_queue=1)
+        worker.process(the_job)
+        loop.run_until_complete(asyncio.sleep(0))  # deliver the events the worker queued
+        events = []
+        while not the_job.events.empty():
+            events.append(the_job.events.get_nowait())
+    finally:
+        loop.close()
+    return events, model, metrics
+
+
+def test_a_client_that_leaves_stops_its_generation_at_the_next_token(monkeypatch):
+    def leave_after_three(the_job, n):
+        if n == 3:
+            the_job.cancel()  # what the server does when the connection drops
+
+    events, model, metrics = run_job(monkeypatch, leave_after_three)
+    assert model.pieces == 3  # the third piece's callback saw the cancellation and ended the loop
+    assert [kind for kind, _ in events] == ["plan", "text", "text", "error"]
+    assert events[-1][1].status == 499
+    assert b'hico_requests_cancelled_total{reason="client"} 1.0' in metrics.render()
+
+
+def test_a_request_past_its_deadline_ends_with_504(monkeypatch):
+    events, model, metrics = run_job(monkeypatch, lambda the_job, n: setattr(the_job, "deadline", 0) if n == 5 else None)
+    assert model.pieces == 5 and events[-1][1].status == 504
+    assert events[-1][1].code == "request_timeout"
+    assert b'hico_requests_cancelled_total{reason="timeout"} 1.0' in metrics.render()

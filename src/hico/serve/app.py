@@ -194,7 +194,7 @@ class Server:
         self.files = FileStore(folder, config.upload_ttl, config.max_upload_bytes, config.decode_timeout)
         self.local = LocalFiles(config.roots, config.decode_timeout)
         self.cache = VideoCache(model, self.metrics, config.memory_cache, config.cache_dir, config.decode_timeout)
-        self.worker = ModelWorker(model, self.cache, self.metrics, config.max_queue, config.request_timeout)
+        self.worker = ModelWorker(model, self.cache, self.metrics, config.max_queue)
         self.previews = asyncio.Semaphore(2)  # thumbnail decodes at once: they share the CPUs with the model
 
     def resolve(self, url: str, expected: str) -> Media:
@@ -224,8 +224,9 @@ class Server:
 
     def job(self, request: ChatRequest, loop) -> Job:
         media = tuple(self.resolve(ref.url, ref.kind) for ref in request.media)
-        return Job(request, media, request.sampling or self.config.sampling, loop,
-                   time.monotonic() + self.config.request_timeout)
+        timeout = min(request.timeout or self.config.request_timeout, self.config.request_timeout)
+        arrived = time.monotonic()
+        return Job(request, media, request.sampling or self.config.sampling, loop, arrived + timeout, arrived)
 
     async def sweep_uploads(self) -> None:
         while True:
@@ -281,6 +282,7 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
 
     app = FastAPI(title="hico serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = server
+    app.add_middleware(Gate, config=config, metrics=server.metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(_request, exc: ApiError):

@@ -30,6 +30,8 @@ class Metrics:
                                   registry=registry)
         self.visual_tokens = Counter("hico_visual_tokens", "visual tokens in the prompts of answered requests",
                                      registry=registry)
+        self.cancelled = Counter("hico_requests_cancelled", "generations stopped early: the client left or the "
+                                 "request ran out of time", ["reason"], registry=registry)
         self.completion_tokens = Counter("hico_completion_tokens", "answer tokens generated", registry=registry)
 
     def render(self) -> bytes:

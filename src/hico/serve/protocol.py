@@ -3,7 +3,8 @@ naming the field), and the response, chunk and usage objects OpenAI clients pars
 
 A conversation is OpenAI `messages`: the video (`video_url`) or images (`image_url`) ride in user messages,
 earlier user/assistant pairs become the history, the last user message is the question. hico's own options
-ride under `hico`: sampling (`num_frames`, `fps`, `max_frames`, `start`, `end`) and `dropout`.
+ride under `hico`: sampling (`num_frames`, `fps`, `max_frames`, `start`, `end`), `dropout` and `timeout`
+(seconds, at most the server's --request-timeout).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     stop: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds; None: the server's
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -135,10 +137,10 @@ def _conversation(messages) -> tuple[str, tuple[tuple[str, str], ...], tuple[Med
 
 
 def _sampling(hico: dict) -> tuple[SamplingOptions | None, DropSchedule | None]:
-    unknown = set(hico) - set(SAMPLING_KEYS) - {"dropout"}
+    unknown = set(hico) - set(SAMPLING_KEYS) - {"dropout", "timeout"}
     if unknown:
         raise bad_request(f"unknown hico option(s) {', '.join(sorted(unknown))[:200]}; known: "
-                          f"{', '.join(SAMPLING_KEYS)}, dropout", "invalid_value", "hico")
+                          f"{', '.join(SAMPLING_KEYS)}, dropout, timeout", "invalid_value", "hico")
     sampling = None
     if any(hico.get(key) is not None for key in SAMPLING_KEYS):
         values = {key: _number(hico, key, 0, 1e6, integer=key in ("num_frames", "max_frames"), prefix="hico.")
@@ -205,6 +207,9 @@ def parse_chat(body, max_tokens_limit: int, default_max_tokens: int) -> ChatRequ
     if not isinstance(hico, dict):
         raise bad_request("hico must be an object of hico options", "invalid_type", "hico")
     sampling, dropout = _sampling(hico)
+    timeout = _number(hico, "timeout", 0, math.inf, prefix="hico.")
+    if timeout is not None and timeout <= 0:
+        raise bad_request("hico.timeout must be a positive number of seconds", "invalid_value", "hico.timeout")
     # OpenAI's default temperature is 1 (sampling); the model card's is greedy: a client that says nothing
     # gets the model card's behaviour, one that names a temperature above 0 gets sampling
     sampled = body.get("temperature") is not None and temperature > 0
@@ -212,7 +217,8 @@ def parse_chat(body, max_tokens_limit: int, default_max_tokens: int) -> ChatRequ
                                 top_p=top_p, seed=seed)
     return ChatRequest(model=model, question=question, history=history, media=media, options=options,
                        sampling=sampling, dropout=dropout, stream=stream,
-                       include_usage=stream_options.get("include_usage", False), stop=tuple(stops))
+                       include_usage=stream_options.get("include_usage", False), stop=tuple(stops),
+                       timeout=timeout)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, visual_tokens: int) -> dict:

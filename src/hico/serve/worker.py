@@ -37,8 +37,8 @@ class Stopped(Exception):
 
 
 def timeout_error(seconds: float) -> ApiError:
-    return ApiError(504, f"the request took longer than this server's limit of {seconds:g} s (--request-timeout)",
-                    "request_timeout", "server_error")
+    return ApiError(504, f"the request took longer than its limit of {seconds:g} s (--request-timeout or "
+                         "hico.timeout)", "request_timeout", "server_error")
 
 
 @dataclass
@@ -89,12 +89,10 @@ class StopFilter:
 
 
 class ModelWorker:
-    def __init__(self, model: Hico, cache: VideoCache, metrics: Metrics, max_queue: int,
-                 request_timeout: float) -> None:
+    def __init__(self, model: Hico, cache: VideoCache, metrics: Metrics, max_queue: int) -> None:
         self.model = model
         self.cache = cache
         self.metrics = metrics
-        self.request_timeout = request_timeout
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.busy = False
         self.job_seconds = 1.0  # moving average, for Retry-After
@@ -143,13 +141,16 @@ class ModelWorker:
             if job.cancelled.is_set():
                 raise Cancelled
             if time.monotonic() > job.deadline:
-                raise timeout_error(self.request_timeout)
+                raise timeout_error(job.deadline - job.arrived)
             encoded = self.cache.get(job.media, job.sampling)
             job.emit("plan", self.plan_info(encoded))
             job.emit("done", self.generate(job, encoded.memory))
         except Cancelled:
+            self.metrics.cancelled.labels("client").inc()
             job.emit("error", ApiError(499, "the client closed the request", "client_closed"))
         except ApiError as exc:
+            if exc.code == "request_timeout":
+                self.metrics.cancelled.labels("timeout").inc()
             job.emit("error", exc)
         except HicoError as exc:  # a video that cannot be read, options this video cannot meet, ...
             media = job.media[0]
@@ -182,7 +183,7 @@ class ModelWorker:
             if job.cancelled.is_set():
                 raise Cancelled
             if time.monotonic() > job.deadline:
-                raise timeout_error(self.request_timeout)
+                raise timeout_error(job.deadline - job.arrived)
             shown = stops.feed(piece)
             if first and shown.strip():
                 first = False
