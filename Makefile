@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval clean-sample
+.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ bench-real-shapes: $(STAMP)
 # Evaluation throughput on a synthetic 200-item MVBench-format benchmark (docs/benchmarks.md).
 bench-eval: $(STAMP)
 	$(BIN)/python bench/eval.py
+
+# The OpenAI-compatible server and its page with the embedded model, on http://127.0.0.1:8000/ (Ctrl-C stops it).
+serve: $(STAMP)
+	$(BIN)/hico serve
+
+# 100 concurrent clients against a local server; writes the serving section of docs/benchmarks.md.
+bench-serve: $(STAMP)
+	$(BIN)/python bench/serve.py
 
 clean-sample:
 	rm -rf sample

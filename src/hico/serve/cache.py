@@ -7,6 +7,7 @@ Only the model worker calls `get`, so there is no locking.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -14,11 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hico.api import Hico
+from hico.errors import HicoError
 from hico.memory import VideoMemory, memory_key
 from hico.serve.files import Media
 from hico.serve.metrics import Metrics
 from hico.video.preprocess import read_image
 from hico.video.sampling import SamplingOptions
+
+log = logging.getLogger("hico.serve")
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,9 @@ class VideoCache:
             self.metrics.cache_hits.labels("memory").inc()
             return Encoded(self.memories[key], "memory", 0.0)
         cached = self.cache_dir / f"{key}.safetensors" if self.cache_dir is not None else None
-        if cached is not None and cached.exists():
-            memory, level = VideoMemory.load(cached), "disk"
+        memory = self._load(cached) if cached is not None and cached.exists() else None
+        if memory is not None:
+            level = "disk"
             self.metrics.cache_hits.labels("disk").inc()
         else:
             memory, level = self._encode(media, sampling, key), "encoded"
@@ -68,6 +73,14 @@ class VideoCache:
         while len(self.memories) > self.capacity:
             self.memories.popitem(last=False)
         return Encoded(memory, level, seconds)
+
+    def _load(self, cached: Path) -> VideoMemory | None:
+        """A memory from the disk cache; a damaged file is logged and encoded again (the client never sees it)."""
+        try:
+            return VideoMemory.load(cached)
+        except HicoError as exc:
+            log.warning("re-encoding: %s", exc)
+            return None
 
     def _encode(self, media: Sequence[Media], sampling: SamplingOptions, key: str) -> VideoMemory:
         if media[0].kind == "video":

@@ -67,6 +67,8 @@ def probe_kind(path: Path, name: str, decode_timeout: float) -> str:
         with Image.open(path) as image:
             image.verify()
         return "image"
+    except Image.DecompressionBombError:
+        raise bad_request(f"{name}: the image has too many pixels", "invalid_media") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         pass  # not an image: maybe a video
     from hico.video.reader import Video
