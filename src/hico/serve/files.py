@@ -30,6 +30,8 @@ FILE_URL = "hico://files/"
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
 _FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 COPY_CHUNK = 1 << 20
+# Probing a video starts a decode worker process: a burst of new files must not start one per request thread
+PROBES = threading.BoundedSemaphore(2)
 REMOTE_TIMEOUT = 30.0  # seconds for one http(s) fetch (only with --allow-remote)
 
 
@@ -74,7 +76,7 @@ def probe_kind(path: Path, name: str, decode_timeout: float) -> str:
     from hico.video.reader import Video
 
     try:
-        with Video(path, timeout=decode_timeout) as video:
+        with PROBES, Video(path, timeout=decode_timeout) as video:
             if video.info.num_frames < 1:
                 raise bad_request(f"{name}: the video has no frames", "invalid_video")
     except VideoError as exc:
@@ -102,6 +104,7 @@ class FileStore:
         self.max_bytes = max_bytes
         self.decode_timeout = decode_timeout
         self.files: dict[str, StoredFile] = {}
+        self.kinds: dict[str, str] = {}  # digest -> kind of the data: URL files already probed and stored
         self.lock = threading.Lock()
 
     def add(self, chunks: Iterable[bytes], filename: str) -> StoredFile:
@@ -170,7 +173,9 @@ class FileStore:
             raise bad_request("the data URL holds no bytes", "invalid_data_url")
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
         path = self.folder / f"data-{digest}"
-        if not path.exists():
+        with self.lock:
+            kind = self.kinds.get(digest) if path.exists() else None
+        if kind is None:
             partial = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.partial")
             partial.write_bytes(data)
             try:
@@ -178,8 +183,10 @@ class FileStore:
                 partial.replace(path)
             finally:
                 partial.unlink(missing_ok=True)
+            with self.lock:
+                self.kinds[digest] = kind
         else:
-            kind = probe_kind(path, f"the {expected} data URL", self.decode_timeout)
+            path.touch()  # in use again: its time to live starts over
         return Media(path, kind, digest, f"the {expected} data URL")
 
     def remote(self, url: str) -> Media:
@@ -241,6 +248,7 @@ class LocalFiles:
         self.roots = roots
         self.decode_timeout = decode_timeout
         self.known: dict[tuple[str, int, int], tuple[str, str]] = {}  # (path, size, mtime) -> (digest, kind)
+        self.pending: dict[tuple[str, int, int], threading.Lock] = {}  # one hash-and-probe per file at a time
         self.lock = threading.Lock()
 
     def resolve(self, url: str) -> Media:
@@ -261,12 +269,15 @@ class LocalFiles:
         stat = path.stat()
         token = (str(path), stat.st_size, stat.st_mtime_ns)
         with self.lock:
-            known = self.known.get(token)
-        if known is None:
-            try:
-                known = (file_digest(path), probe_kind(path, raw, self.decode_timeout))
-            except PermissionError:
-                raise ApiError(403, f"{raw}: the server may not read it", "path_not_allowed") from None
+            pending = self.pending.setdefault(token, threading.Lock())
+        with pending:  # requests for a file being hashed wait for that result instead of hashing it again
             with self.lock:
-                self.known[token] = known
+                known = self.known.get(token)
+            if known is None:
+                try:
+                    known = (file_digest(path), probe_kind(path, raw, self.decode_timeout))
+                except PermissionError:
+                    raise ApiError(403, f"{raw}: the server may not read it", "path_not_allowed") from None
+                with self.lock:
+                    self.known[token] = known
         return Media(path, known[1], known[0], raw)
