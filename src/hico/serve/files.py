@@ -68,6 +68,8 @@ def probe_kind(path: Path, name: str, decode_timeout: float) -> str:
     try:
         with Image.open(path) as image:
             image.verify()
+        with Image.open(path) as image:  # verify() passes some truncated files: decode the pixels too
+            image.load()
         return "image"
     except Image.DecompressionBombError:
         raise bad_request(f"{name}: the image has too many pixels", "invalid_media") from None
@@ -77,8 +79,10 @@ def probe_kind(path: Path, name: str, decode_timeout: float) -> str:
 
     try:
         with PROBES, Video(path, timeout=decode_timeout) as video:
-            if video.info.num_frames < 1:
-                raise bad_request(f"{name}: the video has no frames", "invalid_video")
+            info = video.info
+            if info.num_frames < 1 or info.kind == "file" and min(info.width, info.height) < 1:
+                raise bad_request(f"{name}: not a video or image we can read (no frames with a picture size)",
+                                  "invalid_media")
     except VideoError as exc:
         raise bad_request(f"{name}: not a video or image we can read ({exc.problem})", "invalid_media") from None
     except HicoError as exc:
