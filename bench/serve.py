@@ -169,7 +169,7 @@ def run(clients: int, rounds: int, max_queue: int) -> dict:
         peak = max(peak, rss_mb(process))
         _status, metrics = get(port, "/metrics")
     finally:
-        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -67,7 +67,7 @@ class LiveServer:
 
     def stop(self) -> None:
         if self.alive():
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)  # graceful: uvicorn finishes and the lifespan cleans up
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
