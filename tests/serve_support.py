@@ -80,7 +80,7 @@ def start_server(folder: Path, *args: str, key: str | None = None) -> LiveServer
     port = free_port()
     log = folder / f"server-{port}.log"
     env = {**os.environ, "HICO_API_KEY": key or ""}
-    command = [sys.executable, *os.environ.get("HICO_SERVE_SHIM", "-m hico.cli").split(), "serve", "--port", str(port), "--log-level", "warning", *args]
+    command = [sys.executable, "-m", "hico.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
     server = LiveServer(process, port, key, log)
@@ -107,9 +107,9 @@ class Demo:
 
 
 def demo_video(path: Path, seed: int = 0, seconds: int = 96) -> Demo:
-    """The embedded model's demo video: one picture (a coloured shape) among photos, at 1 fps."""
-    done = subprocess.run([sys.executable, "-m", "hico.cli", "sample-video", str(path), "--picture",
-                           "--seconds", str(seconds), "--seed", str(seed)], capture_output=True, text=True,
-                          timeout=120, check=True)
-    colour, shape, first = re.search(r"a (\w+) (\w+) picture at frames (\d+)", done.stdout).groups()
-    return Demo(path, colour, shape, int(first))
+    """The embedded model's demo video (`hico sample-video --picture`): one picture (a coloured shape) among
+    photos, at 1 fps."""
+    from hico.synthetic.tasks import write_demo_video
+
+    spec, first = write_demo_video(path, frames=seconds, seed=seed)
+    return Demo(path, spec.colour, spec.shape, first)

@@ -14,7 +14,7 @@ from hico.errors import HicoError, OptionError
 
 # Modules whose `register(sub)` adds subcommands, in the order `hico --help` lists them.
 SUBSYSTEMS = ("hico.video.cli", "hico.chat", "hico.synthetic.cli", "hico.niah.cli", "hico.train.cli",
-              "hico.eval.cli")
+              "hico.eval.cli", "hico.serve.cli")
 
 
 class Parser(argparse.ArgumentParser):
