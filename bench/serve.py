@@ -130,6 +130,7 @@ def run(clients: int, rounds: int, max_queue: int) -> dict:
         spec, _ = write_demo_video(folder / f"v{seed}.mp4", frames=96, seed=seed)
         videos.append(folder / f"v{seed}.mp4")
         expected.append(f"{spec.colour} {spec.shape}")
+    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
     port = free_port()
     server = start(folder, port, max_queue)
     process = psutil.Process(server.pid)
@@ -189,7 +190,7 @@ def run(clients: int, rounds: int, max_queue: int) -> dict:
         "first_p50": quantile(firsts, 0.5), "first_p95": quantile(firsts, 0.95),
         "rss_idle_mb": idle, "rss_peak_mb": peak, "rss_growth_mb": peak - idle,
         "encodes": float(encodes.group(1)) if encodes else None,
-        "errors": [r["answer"] for r in results if r["status"] not in (200, 429)][:5],
+        "errors": [r["answer"] for r in results if r["status"] not in (200, 429)][:5], "load_average": load,
     }
 
 
@@ -214,7 +215,8 @@ def section(result: dict, command: str) -> str:
     r = result
     return (
         "## Serving: 100 concurrent clients on loopback (issue 15)\n\n"
-        f"Command: `{command}`. Machine: {machine}. Date: {date.today().isoformat()}.\n"
+        f"Command: `{command}`. Machine: {machine}, shared (1-minute load average {r['load_average']:.1f} when "
+        f"the run started). Date: {date.today().isoformat()}.\n"
         f"Server: `hico serve` with the embedded model, `--max-queue {r['max_queue']}`, one model worker. "
         f"Clients: {r['clients']} threads at once, {r['rounds']} requests each, one after the other, over "
         f"{VIDEOS} demo videos (96 s, 1 fps, 96 frames each; file:// URLs), every other request streamed, "
