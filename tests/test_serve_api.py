@@ -3,8 +3,11 @@ the embedded model, answering about demo videos whose picture (colour and shape)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
+import json
+import time
 
 import pytest
 
@@ -26,8 +29,13 @@ def videos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    live = start_server(tmp_path_factory.mktemp("serve-api-server"), key=KEY)
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("serve-api-cache")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, cache):
+    live = start_server(tmp_path_factory.mktemp("serve-api-server"), "--cache", str(cache), key=KEY)
     yield live
     live.stop()
 
@@ -85,12 +93,20 @@ def test_streamed_answer_matches_plain(client, uploaded):
     assert chunks[-1].usage.prompt_tokens > DEMO_FRAMES * TOKENS_PER_FRAME
 
 
-def test_second_turn_encodes_nothing(server, client, videos):
+def test_second_turn_encodes_nothing(server, client, videos, cache):
+    from hico.memory import file_digest, memory_key
+    from hico.video.sampling import SamplingOptions
+
     url = "data:video/mp4;base64," + base64.b64encode(videos[1].path.read_bytes()).decode()
     encodes = server.metric("hico_video_encodes_total")
     first = client.chat.completions.create(model="hico-embedded", messages=ask(url))
     assert server.metric("hico_video_encodes_total") == encodes + 1
     assert first.model_extra["hico"]["cache"] == "encoded"
+    # kept on disk under the key `hico chat --cache` uses: content hash, sampling, image size, model fingerprint
+    card = json.loads(server.request("GET", "/v1/models")[2])["data"][0]["hico"]
+    key = memory_key(file_digest(videos[1].path), SamplingOptions(), card["image_size"], card["fingerprint"])
+    assert (cache / f"{key}.safetensors").exists()
+    assert len(list(cache.glob("*.safetensors"))) == server.metric("hico_video_encodes_total")
     hits = server.metric("hico_video_cache_hits_total")
     history = ask(url) + [{"role": "assistant", "content": first.choices[0].message.content},
                           {"role": "user", "content": "What colour is it?"}]
@@ -156,3 +172,30 @@ def test_a_request_past_its_timeout_is_504(server, client, uploaded):
     assert caught.value.status_code == 504 and caught.value.body["code"] == "request_timeout"
     assert server.metric("hico_requests_cancelled_total") >= 1
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_stream_whose_client_leaves_cancels_its_job():
+    from hico.generate import GenerationOptions
+    from hico.serve.app import EventStream
+    from hico.serve.protocol import ChatRequest
+    from hico.serve.worker import Job
+    from hico.video.sampling import SamplingOptions
+
+    async def scenario() -> tuple[Job, list]:
+        request = ChatRequest(model=None, question="?", history=(), media=(), options=GenerationOptions(),
+                              sampling=None, dropout=None, stream=True)
+        job = Job(request, (), SamplingOptions(), asyncio.get_running_loop(), time.monotonic() + 60)
+        sent = []
+
+        async def receive():
+            return {"type": "http.disconnect"}  # the client is gone; the job never produces text
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(EventStream(job, "m", {})({"type": "http"}, receive, send), timeout=30)
+        return job, sent
+
+    job, sent = asyncio.run(scenario())
+    assert job.cancelled.is_set()  # the worker stops this generation at its next token
+    assert all(m.get("more_body", False) for m in sent if m["type"] == "http.response.body")  # no [DONE] sent
