@@ -41,6 +41,7 @@ log = logging.getLogger("hico.serve")
 STATIC = Path(__file__).parent / "static"
 POLL = 0.25  # seconds between checks for a client that went away while its request waits
 THUMB_SIZE = 96  # pixels, the page's strip of sampled frames
+DRAIN_BYTES = 64 << 20  # a refused body is read this far so that its sender sees the answer, not a reset
 ROUTES = ("/", "/health", "/metrics", "/v1/models", "/v1/files", "/v1/chat/completions", "/v1/hico/preview")
 
 
@@ -76,8 +77,7 @@ class Gate:
         try:
             refusal = self.refusal(scope)
             if refusal is not None:
-                if refusal.status == 413:
-                    await drain(receive, 64 * self.max_body)
+                await drain(receive, DRAIN_BYTES)
                 return await error_response(refusal)(scope, receive, counted_send)
             received = 0
 
@@ -107,17 +107,17 @@ class Gate:
         origin = headers.get("origin")
         if origin and urllib.parse.urlsplit(origin).netloc != host:
             return ApiError(403, "cross-origin requests are refused", "cross_origin")
+        if self.config.api_key is not None and needs_key(scope["path"]):
+            try:
+                check_key(headers.get("authorization"), self.config.api_key)
+            except ApiError as exc:
+                return exc
         length = headers.get("content-length", "0")
         if not length.isdigit():
             return bad_request("bad Content-Length header", "invalid_request")
         if int(length) > self.max_body:
             return ApiError(413, "the request body is larger than this server accepts (--max-upload-mb)",
                             "request_too_large")
-        if self.config.api_key is not None and needs_key(scope["path"]):
-            try:
-                check_key(headers.get("authorization"), self.config.api_key)
-            except ApiError as exc:
-                return exc
         return None
 
 
