@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve clean-sample
+.PHONY: demo test test-slow test-lmms tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,20 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+
+# The lmms-eval plugin (hico.eval.lmms) in its own environment: lmms-eval 0.7.3 declares av<16 and hico pins
+# av 18.1.0, so lmms-eval goes in with --no-deps beside the [lmms] extra; .venv keeps hico's pins untouched.
+LMMS_VENV := .venv-lmms
+LMMS_STAMP := $(LMMS_VENV)/.installed-stamp
+
+$(LMMS_STAMP): pyproject.toml
+	test -x $(LMMS_VENV)/bin/python || $(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,lmms]'
+	$(LMMS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps lmms-eval==0.7.3
+	touch $(LMMS_STAMP)
+
+test-lmms: $(LMMS_STAMP)
+	$(LMMS_VENV)/bin/pytest -m '' tests/test_eval_lmms.py
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

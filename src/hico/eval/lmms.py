@@ -1,0 +1,133 @@
+"""A `hico` model for lmms-eval: `python -m lmms_eval --model hico --model_args pretrained=PATH --tasks TASK`.
+
+lmms-eval finds it through the entry point `lmms_eval.models` (pyproject.toml), which returns `manifest()`.
+This module imports lmms_eval and is loaded only by it. The model is a "simple" lmms-eval model, as the
+official VideoChat-Flash one is: the task's text goes to hico's chat prompt (system prompt, `<image>` and the
+time message are added by hico as the official chat adds them), the video is decoded and encoded by hico.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from hico.errors import HicoError, OptionError
+from hico.generate import GenerationOptions
+from hico.memory import VideoMemory
+from hico.video.sampling import SamplingOptions
+
+MODEL_ID = "hico"
+MEMORIES_KEPT = 4  # encoded videos kept in memory: tasks ask about one video several times in a row
+
+
+class UnsupportedRequestError(HicoError):
+    """A request type or visual the hico lmms-eval model does not answer."""
+
+
+def manifest():
+    """The entry point lmms-eval loads (group `lmms_eval.models`)."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.HicoLmms")
+
+
+def _flag(value: object) -> bool:
+    """`--model_args` values arrive as strings or as what lmms-eval's parser made of them."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def generation_options(gen_kwargs: dict) -> GenerationOptions:
+    """hico's generation settings from a task's `generation_kwargs` (lmms-eval's defaults where absent:
+    greedy, 1024 new tokens). Beam search is not something hico does."""
+    if int(gen_kwargs.get("num_beams", 1) or 1) != 1:
+        raise OptionError(f"generation_kwargs asks for num_beams={gen_kwargs['num_beams']}; hico decodes one "
+                          "sequence (greedy or sampled): set num_beams: 1")
+    temperature = float(gen_kwargs.get("temperature", 0) or 0)
+    top_p = gen_kwargs.get("top_p")
+    return GenerationOptions(max_new_tokens=int(gen_kwargs.get("max_new_tokens", 1024)),
+                             do_sample=_flag(gen_kwargs.get("do_sample", False)) and temperature > 0,
+                             temperature=temperature if temperature > 0 else 1.0,
+                             top_p=float(top_p) if top_p not in (None, "None") else 1.0)
+
+
+def cut_at_stops(text: str, until: object) -> str:
+    """lmms-eval's `until`: the answer ends before the first stop string it contains."""
+    stops = [until] if isinstance(until, str) else list(until or [])
+    for stop in stops:
+        if stop and stop in text:
+            text = text[:text.index(stop)]
+    return text
+
+
+def video_of(visuals: object, task: str) -> str:
+    """The one video path a task's `doc_to_visual` gives (a list of one path, as lmms-eval's video tasks do;
+    a second element holding the official pipeline's media settings is ignored)."""
+    items = visuals if isinstance(visuals, (list, tuple)) else [visuals]
+    paths = [v for v in items if isinstance(v, (str, Path))]
+    if len(paths) != 1 or not isinstance(items[0], (str, Path)):
+        kinds = ", ".join(type(v).__name__ for v in items) or "nothing"
+        raise UnsupportedRequestError(f"task {task}: doc_to_visual gave {kinds}; hico's lmms-eval model answers "
+                                      "video tasks (one video path per document)")
+    return str(paths[0])
+
+
+class HicoLmms(lmms):
+    """hico behind lmms-eval's model interface: generate_until; loglikelihood raises a clear error.
+
+    model_args: `pretrained` (checkpoint folder or Hub id), `dtype` (float32, bfloat16, float16), `device`,
+    `max_num_frames` (512, the official evaluation's cap), `min_num_frames` (64), `policy` (dynamic_fps1).
+    """
+
+    def __init__(self, pretrained: str, dtype: str = "float32", device: str | None = None,
+                 max_num_frames: int = 512, min_num_frames: int = 64, policy: str = "dynamic_fps1",
+                 batch_size: int | str = 1, **unused) -> None:
+        super().__init__()
+        import hico
+
+        if int(batch_size) != 1:
+            raise OptionError(f"batch_size={batch_size}: hico answers one request at a time; use --batch_size 1")
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise OptionError(f"dtype={dtype}: use float32, bfloat16 or float16")
+        self.model = hico.load(pretrained, dtype=getattr(torch, dtype), device=device or "cpu")
+        self.sampling = SamplingOptions(policy=policy, max_num_frames=int(max_num_frames),
+                                        min_num_frames=int(min_num_frames))
+        self.memories: OrderedDict[str, VideoMemory] = OrderedDict()
+
+    def memory(self, video: str) -> VideoMemory:
+        """The encoded video, reused while the task keeps asking about it."""
+        if video in self.memories:
+            self.memories.move_to_end(video)
+            return self.memories[video]
+        memory = self.model.encode_video(video, self.sampling)
+        self.memories[video] = memory
+        if len(self.memories) > MEMORIES_KEPT:
+            self.memories.popitem(last=False)
+        return memory
+
+    def generate_until(self, requests) -> list[str]:
+        answers = []
+        for request in tqdm(requests, desc="hico answering", disable=self.rank != 0):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            video = video_of(doc_to_visual(self.task_dict[task][split][doc_id]), task)
+            options = generation_options(dict(gen_kwargs))
+            answer = cut_at_stops(self.model.answer(self.memory(video), context, options=options),
+                                  gen_kwargs.get("until"))
+            answers.append(answer)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), answer)
+        return answers
+
+    def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+        tasks = sorted({request.task_name for request in requests})
+        raise UnsupportedRequestError(f"task {', '.join(tasks)} scores by loglikelihood, which hico's lmms-eval "
+                                      "model does not compute; use a generate_until task (every video task of "
+                                      "the VideoChat-Flash evaluation is one)")
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise UnsupportedRequestError("multi-round generation is not supported by hico's lmms-eval model; use a "
+                                      "generate_until task")
