@@ -82,11 +82,12 @@ class HicoLmms(lmms):
 
     model_args: `pretrained` (checkpoint folder or Hub id), `dtype` (float32, bfloat16, float16), `device`,
     `max_num_frames` (512, the official evaluation's cap), `min_num_frames` (64), `policy` (dynamic_fps1).
+    One process: it reports rank 0 of 1 (lmms-eval's default), so lmms-eval hands it every request.
     """
 
     def __init__(self, pretrained: str, dtype: str = "float32", device: str | None = None,
                  max_num_frames: int = 512, min_num_frames: int = 64, policy: str = "dynamic_fps1",
-                 batch_size: int | str = 1, **unused) -> None:
+                 batch_size: int | str = 1, max_batch_size: int | None = None) -> None:
         super().__init__()
         import hico
 
