@@ -332,3 +332,66 @@ def test_open_answer_run_scores_the_option_text(tmp_path, data, model) -> None:
         run(folder, model, results, RunOptions(answer="letter", progress=False))
     with pytest.raises(OptionError, match="answer mode"):
         RunOptions(answer="essay")
+
+
+NIAH_INTERRUPTER = """
+import os, signal, sys
+from hico import cli
+from hico.niah import run as niah_run
+
+how, at = sys.argv[1], int(sys.argv[2])
+count = [0]
+if how == "sigint":  # Ctrl-C while a case is being answered
+    original_ask = niah_run.ask
+
+    def ask(*args, **kwargs):
+        count[0] += 1
+        if count[0] == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original_ask(*args, **kwargs)
+
+    niah_run.ask = ask
+else:  # SIGKILL with half a result line on disk (the worst a killed writer can leave)
+    original_append = niah_run.append_line
+
+    def append_line(path, line):
+        count[0] += 1
+        if count[0] == at:
+            with open(path, "ab") as handle:
+                handle.write(line[: len(line) // 2].encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        original_append(path, line)
+
+    niah_run.append_line = append_line
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def test_interrupted_runs_resume_every_case_exactly_once(tmp_path, data) -> None:
+    """`hico niah run` stopped by SIGINT, then by SIGKILL in the middle of a write, then run again: the results
+    file is valid JSONL throughout and ends with every case once, as an uninterrupted run answers them."""
+    write_random_checkpoint(tmp_path / "tiny", seed=3)
+    grid = GridOptions(frames=(16, 32), depths=(0.0, 0.5, 1.0))
+    folder = build(tmp_path / "bench", data / "hay.mp4", _needles(data), grid, progress=False)
+    _, cases = load_benchmark(folder)
+    results = tmp_path / "results.jsonl"
+    command = ["niah", "run", str(folder), "--model", str(tmp_path / "tiny"), "--results", str(results),
+               "--no-report"]
+
+    def lines() -> list[dict]:
+        text = results.read_text()
+        return [json.loads(line) for line in text.splitlines()]  # strict: every line must be a whole record
+
+    stopped = subprocess.run([sys.executable, "-c", NIAH_INTERRUPTER, "sigint", "3", *command],
+                             capture_output=True, text=True, timeout=300)
+    assert stopped.returncode == 130 and stopped.stderr.strip().endswith("hico: interrupted"), stopped.stderr
+    assert [r["case"] for r in lines()] == [c["case"] for c in cases[:2]]  # two answered, the third not written
+    killed = subprocess.run([sys.executable, "-c", NIAH_INTERRUPTER, "sigkill", "3", *command],
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9 and not results.read_text().endswith("\n")  # half a line left behind
+    rerun = subprocess.run([sys.executable, "-m", "hico.cli", *command], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    done = lines()
+    assert [r["case"] for r in done] == [c["case"] for c in cases]  # each exactly once, in order
+    whole = run(folder, hico.load(tmp_path / "tiny"), tmp_path / "whole.jsonl", RunOptions(progress=False))
+    assert [r["predictions"] for r in done] == [r["predictions"] for r in read_results(whole)]

@@ -23,7 +23,7 @@ from hico.checkpoint import (CheckpointError, HicoConfig, check_state_dict, is_h
 from hico.compress import DropSchedule
 from hico.errors import HicoError
 from hico.generate import GenerationOptions, generate
-from hico.memory import VideoMemory, file_digest, load_prefix, memory_key, prefix_key, save_prefix
+from hico.memory import VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key, save_prefix
 from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix
 from hico.prompt import chat_prompt, tokenize
 from hico.video.preprocess import image_clip
@@ -71,9 +71,9 @@ class Hico:
         key = None
         if cache_dir is not None:
             key = memory_key(file_digest(video), sampling, size, self.tokens_id)
-            cached = Path(cache_dir) / f"{key}.safetensors"
-            if cached.exists():
-                return VideoMemory.load(cached)
+            cached = load_cached(Path(cache_dir) / f"{key}.safetensors", key)
+            if cached is not None:
+                return cached
         with Video(video, **video_options) as source:
             plan = source.plan(sampling)
             tokens = self.encode_plan(source, plan, progress=progress)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from hico.atomic import atomic_path, write_text_atomic
 from hico.compress import DropSchedule
 from hico.errors import CheckpointError, HicoError
 from hico.vision.internvideo2 import OFFICIAL_MLP_RATIO, InternVideo2Config
@@ -314,5 +315,7 @@ def save_state_dict(state: dict[str, torch.Tensor], folder: str | Path, config: 
             raise CheckpointError(f"{folder / name} exists; hico does not overwrite checkpoints, choose a new folder")
     prefix = INTERNVIDEO2_PREFIX if is_internvideo2(str(config.get("mm_vision_tower", ""))) else VISION_PREFIX
     official = {hico_to_official(k, prefix): v.detach().contiguous() for k, v in state.items()}
-    save_file(official, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    # Weights first, config last: a folder with config.json has complete weights (each file lands whole).
+    with atomic_path(folder / "model.safetensors") as tmp:
+        save_file(official, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(folder / "config.json", json.dumps(config, indent=2))

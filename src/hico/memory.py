@@ -5,23 +5,34 @@ and the model's fingerprint, so a cached memory is only reused for the same inpu
 A memory also keeps the prefilled prompt prefix that ends with its visual tokens (`VideoPrefix`), so that a
 question prefills only its own tokens; in memory, and on disk beside the memory when asked, keyed by the
 memory's key, the model's fingerprint and variant (dtype, quantization), the dropout schedule and the prefix ids.
+The metadata also holds the tokens' size and checksum: `load_cached` finds a truncated, corrupted or foreign
+cache entry, warns, and lets the caller encode again. Entries are renamed into place whole, so concurrent
+writers of one key each leave a complete file and the last one stays.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
+from hico.atomic import atomic_path
 from hico.errors import HicoError
 from hico.model import VideoPrefix, VisualSpan
+
+log = logging.getLogger(__name__)
 
 HASH_CHUNK = 1 << 20
 PREFIX_FORMAT = 1
 PREFIXES_KEPT = 2  # prefixes a memory holds in RAM (one per dropout schedule/model in use); the oldest goes first
+
+
+class MemoryFileError(HicoError):
+    """A video memory file that is missing, damaged, or not what it claims to be."""
 
 
 @dataclass
@@ -53,29 +64,62 @@ class VideoMemory:
             self.prefixes.pop(next(iter(self.prefixes)))
 
     def save(self, path: str | Path) -> Path:
+        """Write the memory (under a unique temporary name, renamed into place) with its size and checksum."""
         from safetensors.torch import save_file
 
         path = Path(path)
+        tokens = self.tokens.detach().cpu().contiguous()
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tokens", "prefixes")}
-        tmp = path.with_suffix(path.suffix + ".partial")
-        save_file({"tokens": self.tokens.detach().cpu().contiguous()}, str(tmp), metadata={"hico": json.dumps(meta)})
-        tmp.replace(path)
+        check = {"nbytes": tokens.nbytes, "checksum": tokens_checksum(tokens)}
+        with atomic_path(path) as tmp:
+            save_file({"tokens": tokens}, str(tmp), metadata={"hico": json.dumps(meta), "check": json.dumps(check)})
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> VideoMemory:
+    def load(cls, path: str | Path, key: str | None = None) -> VideoMemory:
+        """Read a memory file; with `key`, it must be the memory of that cache key. Raises MemoryFileError
+        for a missing, truncated, corrupted or foreign file."""
         from safetensors import safe_open
 
         path = Path(path)
         if not path.exists():
-            raise HicoError(f"{path}: no such video memory file")
+            raise MemoryFileError(f"{path}: no such video memory file")
         try:
             with safe_open(str(path), "pt") as f:
-                meta = json.loads(f.metadata()["hico"])
+                metadata = f.metadata() or {}
+                meta = json.loads(metadata["hico"])
                 tokens = f.get_tensor("tokens")
-        except Exception as exc:  # safetensors raises several types for damaged files
-            raise HicoError(f"{path}: not a hico video memory file ({exc}); delete it to re-encode") from exc
-        return cls(tokens=tokens, **meta)
+            memory = cls(tokens=tokens, **meta)
+        except Exception as exc:  # safetensors, json and the dataclass raise several types for damaged files
+            raise MemoryFileError(f"{path}: not a hico video memory file ({type(exc).__name__}: {exc})") from exc
+        check = json.loads(metadata.get("check", "null") or "null")
+        if not isinstance(check, dict):
+            raise MemoryFileError(f"{path}: has no checksum (written by an older hico)")
+        if tokens.nbytes != check.get("nbytes") or tokens_checksum(tokens) != check.get("checksum"):
+            raise MemoryFileError(f"{path}: the tokens do not match their size or checksum (corrupted)")
+        if key is not None and memory.key != key:
+            raise MemoryFileError(f"{path}: holds the memory of another key ({memory.key!r}, not {key!r})")
+        return memory
+
+
+def load_cached(path: str | Path, key: str) -> VideoMemory | None:
+    """The cached memory of `key`, or None when there is none or the entry is damaged or foreign (warned
+    about; the caller encodes again and its save replaces the entry)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return VideoMemory.load(path, key)
+    except MemoryFileError as exc:
+        log.warning("%s; encoding the video again to replace it", exc)
+        return None
+
+
+def tokens_checksum(tokens: torch.Tensor) -> str:
+    """BLAKE2b of the tokens' bytes, dtype and shape."""
+    digest = hashlib.blake2b(f"{tokens.dtype} {tuple(tokens.shape)}".encode(), digest_size=16)
+    digest.update(tokens.contiguous().flatten().view(torch.uint8).numpy().tobytes() if tokens.numel() else b"")
+    return digest.hexdigest()
 
 
 def file_digest(path: str | Path) -> str:
@@ -115,10 +159,9 @@ def save_prefix(prefix: VideoPrefix, path: str | Path) -> Path:
         tensors["hidden"] = prefix.hidden
     meta = {"format": PREFIX_FORMAT, "layer": prefix.layer, "current": prefix.current,
             "span": [prefix.span.start, prefix.span.count]}
-    tmp = path.with_suffix(path.suffix + ".partial")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"hico-prefix": json.dumps(meta)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"hico-prefix": json.dumps(meta)})
     return path
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from hico.atomic import atomic_path, write_text_atomic
 from hico.errors import OptionError
 from hico.memory import file_digest
 from hico.niah.records import Needle
@@ -134,9 +135,9 @@ def build(out: str | Path, haystack: str | Path, needles: Sequence[Needle], grid
         out.mkdir(parents=True, exist_ok=True)
         if grid.mode == "video":
             _write_videos(out, video, cases, step, unique, grid, progress)
-    with open(out / "cases.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(case) + "\n" for case in cases)
-    (out / "niah.json").write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    # niah.json last: a folder with it holds every case (each file lands whole)
+    write_text_atomic(out / "cases.jsonl", "".join(json.dumps(case) + "\n" for case in cases))
+    write_text_atomic(out / "niah.json", json.dumps(settings, indent=1) + "\n")
     return out
 
 
@@ -194,7 +195,7 @@ def _write_videos(out: Path, video, cases: list[dict], step: int, unique: int, g
     rate = Fraction(grid.haystack_fps).limit_denominator(1001)
     for case in tqdm(cases, desc="videos written", unit="video", disable=not progress):
         path = folder / f"{case['case']}.mp4"
-        with av.open(str(path), "w") as container:
+        with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width = stream.height = grid.video_size
             stream.pix_fmt = "yuv420p"

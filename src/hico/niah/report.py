@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from hico.atomic import atomic_path, write_text_atomic
 from hico.errors import OptionError
 from hico.niah.build import load_benchmark
 from hico.niah.run import read_results
@@ -75,7 +76,7 @@ def report(folder: str | Path, results: str | Path, out: str | Path | None = Non
         written.append(heatmap(grid, [_frames_label(f) for f in frames], ["score"], "Multi-hop NIAH",
                                "frames", "", out / "niah-multi.png"))
     markdown = out / "niah-report.md"
-    markdown.write_text(render_markdown(settings, summary, Path(results).name), encoding="utf-8")
+    write_text_atomic(markdown, render_markdown(settings, summary, Path(results).name))
     written.append(markdown)
     return written
 
@@ -141,7 +142,8 @@ def heatmap(grid: list[list[float | None]], columns: list[str], rows: list[str],
     draw.text((MARGIN_L + CELL_W * len(columns) // 2, bottom + 26), x_label, fill="black", font=small, anchor="mt")
     if y_label:
         draw.text((8, MARGIN_T - 16), y_label, fill="black", font=small)
-    image.save(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

@@ -27,9 +27,10 @@ import torch
 from tqdm import tqdm
 
 from hico.api import Hico
+from hico.atomic import append_line, read_jsonl
 from hico.compress import DropSchedule
 from hico.errors import HicoError, OptionError
-from hico.memory import VideoMemory, file_digest, memory_key
+from hico.memory import VideoMemory, file_digest, load_cached, memory_key
 from hico.niah.build import CLIP, haystack_indices, haystack_plan, load_benchmark
 from hico.prompt import niah_prompt, tokenize
 from hico.video.preprocess import read_image
@@ -78,22 +79,7 @@ def open_question(question: str, letter: str) -> tuple[str, str]:
 
 def read_results(path: str | Path) -> list[dict]:
     """Finished results; a last line cut off by an interrupted run is dropped (and trimmed from the file)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    complete = text[: text.rfind("\n") + 1]
-    if complete != text:
-        with open(path, "r+", encoding="utf-8") as handle:
-            handle.truncate(len(complete.encode("utf-8")))
-    results = []
-    for number, line in enumerate(complete.splitlines(), 1):
-        if line.strip():
-            try:
-                results.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise HicoError(f"{path}: line {number} is not JSON ({exc}); fix or delete the line to go on") from exc
-    return results
+    return read_jsonl(path)
 
 
 def run(folder: str | Path, model: Hico, results: str | Path | None = None,
@@ -122,38 +108,36 @@ def run(folder: str | Path, model: Hico, results: str | Path | None = None,
     needles: dict[str, torch.Tensor] = {}
     bar = tqdm(todo, desc="cases answered", unit="case", disable=not options.progress)
     right = total = 0
-    with open(results, "a", encoding="utf-8") as handle:
-        for case in bar:
-            _reset_peak()
-            start = time.perf_counter()
-            if haystack is None:
-                tokens = _video_tokens(folder, case, model)
-            else:
-                tokens = splice(haystack, [_needle_tokens(model, path, needles) for path in case["images"]],
-                                case["offsets"], case["frames"])
-            if options.answer == "open":
-                asked = [open_question(q, a) for q, a in zip(case["questions"], case["answers"])]
-                expected = [text for _, text in asked]
-                predictions = [ask_open(model, tokens, stem, schedule) for stem, _ in asked]
-                correct = [p.strip().lower() == e.lower() for p, e in zip(predictions, expected)]
-            else:
-                expected = case["answers"]
-                predictions = [ask(model, tokens, q, a, schedule) for q, a in zip(case["questions"], expected)]
-                correct = [normalize_answer(p) == a.lower() for p, a in zip(predictions, expected)]
-            record = {
-                "case": case["case"], "kind": case["kind"], "frames": case["frames"], "depth": case["depth"],
-                "needle": case["needle"], "answers": expected, "answer_mode": options.answer,
-                "predictions": predictions,
-                "correct": correct, "visual_tokens": int(tokens.shape[0]),
-                "seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": _peak_mb(),
-                "model": model.model_id, "model_name": model.name, "dropout": options.dropout,
-            }
-            if torch.cuda.is_available():
-                record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
-            right, total = right + sum(correct), total + len(correct)
-            bar.set_postfix(accuracy=f"{right / total:.1%}")
+    for case in bar:
+        _reset_peak()
+        start = time.perf_counter()
+        if haystack is None:
+            tokens = _video_tokens(folder, case, model)
+        else:
+            tokens = splice(haystack, [_needle_tokens(model, path, needles) for path in case["images"]],
+                            case["offsets"], case["frames"])
+        if options.answer == "open":
+            asked = [open_question(q, a) for q, a in zip(case["questions"], case["answers"])]
+            expected = [text for _, text in asked]
+            predictions = [ask_open(model, tokens, stem, schedule) for stem, _ in asked]
+            correct = [p.strip().lower() == e.lower() for p, e in zip(predictions, expected)]
+        else:
+            expected = case["answers"]
+            predictions = [ask(model, tokens, q, a, schedule) for q, a in zip(case["questions"], expected)]
+            correct = [normalize_answer(p) == a.lower() for p, a in zip(predictions, expected)]
+        record = {
+            "case": case["case"], "kind": case["kind"], "frames": case["frames"], "depth": case["depth"],
+            "needle": case["needle"], "answers": expected, "answer_mode": options.answer,
+            "predictions": predictions,
+            "correct": correct, "visual_tokens": int(tokens.shape[0]),
+            "seconds": round(time.perf_counter() - start, 3), "peak_rss_mb": _peak_mb(),
+            "model": model.model_id, "model_name": model.name, "dropout": options.dropout,
+        }
+        if torch.cuda.is_available():
+            record["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        append_line(results, json.dumps(record))  # whole lines only: a kill never leaves a half result
+        right, total = right + sum(correct), total + len(correct)
+        bar.set_postfix(accuracy=f"{right / total:.1%}")
     return results
 
 
@@ -223,8 +207,9 @@ def _haystack_tokens(folder: Path, settings: dict, model: Hico, progress: bool) 
     size = model.model.config.vision.image_size
     key = memory_key(hay["digest"], ("niah", hay["step"], count), size, model.tokens_id)
     cached = folder / "cache" / f"haystack-{key}.safetensors"
-    if cached.exists():
-        return VideoMemory.load(cached).tokens
+    memory = load_cached(cached, key)
+    if memory is not None:
+        return memory.tokens
     indices = tuple(haystack_indices(hay["step"], hay["unique_frames"], count))
     with Video(path) as video:
         plan = haystack_plan(video, indices)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from hico.atomic import write_text_atomic
 from hico.errors import HicoError
 from hico.train.data import Sample
 from hico.train.labels import encode_sample
@@ -45,9 +46,9 @@ class SkipReport:
                 f"{len(self.unreadable)} with unreadable media")
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"total": self.total, "too_long": self.too_long,
-                                          "unreadable": self.unreadable,
-                                          "failed_in_training": self.failed_in_training}, indent=1))
+        write_text_atomic(path, json.dumps({"total": self.total, "too_long": self.too_long,
+                                            "unreadable": self.unreadable,
+                                            "failed_in_training": self.failed_in_training}, indent=1))
 
 
 def sampling_options(config: TrainConfig, sample: Sample) -> SamplingOptions:

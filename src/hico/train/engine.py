@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from hico.atomic import atomic_path, write_text_atomic
 from hico.checkpoint import HicoConfig, hico_to_official, load_state_dict, read_safetensors, save_state_dict
 from hico.compress import DropSchedule
 from hico.errors import HicoError
@@ -101,11 +104,20 @@ def save_checkpoint(model: HicoModel, folder: str | Path, official_config: dict,
     base, adapter = split_state(state if state is not None else model.state_dict())
     save_state_dict(base, folder, official_config)
     if adapter:
-        save_file({k: v.detach().contiguous() for k, v in adapter.items()}, str(folder / ADAPTER_WEIGHTS))
-        (folder / ADAPTER_CONFIG).write_text(json.dumps({"hico_lora": asdict(lora or LoraSettings())}, indent=1))
+        with atomic_path(folder / ADAPTER_WEIGHTS) as tmp:
+            save_file({k: v.detach().contiguous() for k, v in adapter.items()}, str(tmp))
+        write_text_atomic(folder / ADAPTER_CONFIG, json.dumps({"hico_lora": asdict(lora or LoraSettings())}, indent=1))
     if tokenizer is not None:
-        tokenizer.save_pretrained(str(folder))
+        save_tokenizer(tokenizer, folder)
     return folder
+
+
+def save_tokenizer(tokenizer, folder: Path) -> None:
+    """The tokenizer's files, each renamed into place whole (save_pretrained writes them in place)."""
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".tokenizer-") as staging:
+        tokenizer.save_pretrained(staging)
+        for file in sorted(Path(staging).iterdir()):
+            os.replace(file, folder / file.name)
 
 
 def load_weights(model: HicoModel, folder: str | Path) -> None:
@@ -147,13 +159,25 @@ class HicoTrainer(Trainer):
         return self.optimizer
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        # Trainer calls this on every process (to join FSDP/DeepSpeed gathers first); exactly one writes.
+        # should_save is world process zero (hico never sets save_on_each_node). Two writers of one
+        # checkpoint raced on a loaded machine: one found the other's config.json and stopped the run.
+        if not self.args.should_save:
+            return
         folder = Path(output_dir or self.args.output_dir)
         model = self.accelerator.unwrap_model(self.model).model
         state = None
         if state_dict is not None:
             state = {k.removeprefix("model."): v for k, v in state_dict.items()}
         save_checkpoint(model, folder, self.official_config, self.processing_class, self.lora, state)
-        torch.save(self.args, folder / "training_args.bin")
+        with atomic_path(folder / "training_args.bin") as tmp:
+            torch.save(self.args, tmp)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        # Every process has written its part (process zero the weights, each its RNG state) before any
+        # goes on, so a checkpoint folder is complete once training continues past it.
+        self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         load_weights(self.accelerator.unwrap_model(model or self.model).model, resume_from_checkpoint)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +37,52 @@ def load_samples(data: str | Path, seed: int = 0):
     return load_conversations(path)
 
 
+def checkpoints(output: Path) -> list[Path]:
+    """The `checkpoint-N` folders of a run, oldest first."""
+    if not output.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output.iterdir()
+             if p.is_dir() and (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    return [folder for _, folder in sorted(found)]
+
+
+def last_checkpoint(output: Path, set_aside: bool = False) -> Path | None:
+    """The newest complete checkpoint of a run, or None.
+
+    A run killed while saving leaves its newest folder incomplete (Trainer writes trainer_state.json last,
+    and not atomically); resuming from it would fail. With `set_aside`, such a folder is renamed to
+    `incomplete-checkpoint-N` (never deleted) so the resumed run can write that step again."""
+    for folder in reversed(checkpoints(output)):
+        if _complete(folder):
+            return folder
+        if set_aside:
+            aside, n = folder.with_name(f"incomplete-{folder.name}"), 1
+            while aside.exists():
+                aside, n = folder.with_name(f"incomplete-{folder.name}-{n}"), n + 1
+            os.rename(folder, aside)
+            warnings.warn(f"{folder} is incomplete (the run was stopped while saving it); it was renamed to "
+                          f"{aside.name} and the run resumes from an earlier checkpoint", stacklevel=2)
+    return None
+
+
+def is_main_process() -> bool:
+    """World process zero: torchrun and accelerate set RANK; one process reports and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _complete(folder: Path) -> bool:
+    if not all((folder / name).is_file() for name in ("config.json", "model.safetensors", "trainer_state.json")):
+        return False
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def train(model_path: str | Path, data: str | Path, output: str | Path, config: TrainConfig, *,
           resume: bool = False, progress: bool = True, callbacks: list | None = None, revision: str | None = None,
           **trainer_args) -> TrainResult:
-    from transformers.trainer_utils import get_last_checkpoint
-
     from hico.api import load_tokenizer
     from hico.checkpoint import HicoConfig, resolve_checkpoint
     from hico.compress import DropSchedule
@@ -51,10 +94,11 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
         raise OptionError(f"{model_path}: no config.json; pass a checkpoint folder in the official layout")
     if (output / "model.safetensors").exists():
         raise OptionError(f"{output} holds a finished run; choose a new --output")
-    last = get_last_checkpoint(str(output)) if output.is_dir() else None
-    if last and not resume:
-        raise OptionError(f"{output} holds checkpoints of an earlier run ({Path(last).name}); pass --resume to "
+    earlier = checkpoints(output)
+    if earlier and not resume:
+        raise OptionError(f"{output} holds checkpoints of an earlier run ({earlier[-1].name}); pass --resume to "
                           "continue it or choose a new --output")
+    last = last_checkpoint(output, set_aside=resume and is_main_process())
     if resume and not last:
         raise OptionError(f"{output}: no checkpoint to resume from")
     official = json.loads((model_path / "config.json").read_text())
@@ -70,7 +114,7 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
     tokenizer = load_tokenizer(model_path)
     if tokenizer is None:
         raise OptionError(f"{model_path}: no tokenizer files; training needs them")
-    main = int(os.environ.get("RANK", "0")) == 0  # torchrun / accelerate set RANK; one process reports
+    main = is_main_process()
     samples, report = prepare(load_samples(data, config.seed), tokenizer, config, progress and main)
     if main:
         print(f"data: {report.summary()}", flush=True)
@@ -82,9 +126,12 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
                           train_dataset=dataset, data_collator=collate, processing_class=tokenizer,
                           callbacks=[losses, *(callbacks or [])], vision_lr=config.vision_lr,
                           official_config=official, lora=config.lora)
-    state = trainer.train(resume_from_checkpoint=last if resume else None)
-    trainer.save_model(str(output))
+    state = trainer.train(resume_from_checkpoint=str(last) if resume else None)
+    trainer.save_model(str(output))  # writes on world process zero only (HicoTrainer._save)
     if trainer.is_world_process_zero():
         report.save(output / "skips.json")
         print(f"data: {report.summary()}; {len(report.failed_in_training)} failed while training", flush=True)
+    # The others wait until process zero has written everything: none exits (closing the process group
+    # under a writer) or reads the output folder before it is complete.
+    trainer.accelerator.wait_for_everyone()
     return TrainResult(output, losses.losses, report, state.global_step)
