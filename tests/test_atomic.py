@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from hico.atomic import append_line, atomic_path, read_jsonl, remove_stale_temporaries, temporary_name, \
+from hico.atomic import append_line, atomic_folder, atomic_path, read_jsonl, remove_stale_temporaries, temporary_name, \
     write_text_atomic
 from hico.errors import HicoError
 
@@ -97,3 +97,17 @@ def test_concurrent_appenders_never_interleave_within_a_line(tmp_path) -> None:
     assert len(records) == 400
     for name in ("a", "b"):
         assert [r["i"] for r in records if r["writer"] == name] == list(range(200))
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path) -> None:
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "frames") as staging:
+        (staging / "frame_1.png").write_bytes(b"1")
+        raise RuntimeError("the third frame failed")
+    assert os.listdir(tmp_path) == []  # no partial output
+    (tmp_path / "empty").mkdir()
+    with atomic_folder(tmp_path / "empty") as staging:  # an empty folder the user made is fine
+        (staging / "frame_1.png").write_bytes(b"1")
+    assert os.listdir(tmp_path / "empty") == ["frame_1.png"]
+    with pytest.raises(OSError), atomic_folder(tmp_path / "empty") as staging:  # a full one is never replaced
+        (staging / "other.png").write_bytes(b"2")
+    assert os.listdir(tmp_path / "empty") == ["frame_1.png"] and sorted(os.listdir(tmp_path)) == ["empty"]

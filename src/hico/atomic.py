@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +48,22 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; on success it becomes `path` (which must be absent or an empty
+    folder), on any error it is removed with what was written into it: a failed command leaves nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, path)  # rename(2) replaces an empty folder, and refuses a non-empty one
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -223,7 +223,7 @@ def decode_folder(table: FrameTable, targets: Sequence[int], *, size: int | None
         try:
             with Image.open(table.files[target]) as image:
                 rgb = np.asarray(image.convert("RGB"))
-        except OSError as exc:
+        except (OSError, Image.DecompressionBombError) as exc:
             stats.errors += 1
             stats.missing.append(target)
             yield DecodedFrame(target, None, f"unreadable image {table.files[target]} ({exc})")

@@ -235,7 +235,7 @@ def probe_folder(path: Path, fps: float = FOLDER_FPS) -> tuple[VideoInfo, FrameT
     try:
         with Image.open(files[0]) as first:
             width, height = first.size
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:  # a bomb declares billions of pixels
         raise NoDecodableFramesError(path, f"its first frame {numbered[0][1]} is not a readable image ({exc})",
                                      "Replace or remove the broken image") from exc
     count = len(files)

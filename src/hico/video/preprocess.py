@@ -62,7 +62,7 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise HicoError(f"{path}: cannot read the image ({exc}); replace the file or remove what refers to it") \
             from exc
 
