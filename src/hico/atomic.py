@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +25,14 @@ from pathlib import Path
 from hico.errors import HicoError
 
 TEMP_SUFFIX = ".tmp"
+_HOST = socket.gethostname().replace(".", "_").replace("~", "_") or "host"
 
 
 def temporary_name(path: str | Path) -> Path:
-    """A name no other process or thread will pick, in `path`'s folder (a rename never crosses devices)."""
+    """A name no other process or thread will pick, in `path`'s folder (a rename never crosses devices):
+    `.NAME.HOST~PID-RANDOM.tmp`; host and process say whose it is (`remove_stale_temporaries`)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
+    return path.with_name(f".{path.name}.{_HOST}~{os.getpid()}-{uuid.uuid4().hex[:12]}{TEMP_SUFFIX}")
 
 
 @contextlib.contextmanager
@@ -122,14 +125,16 @@ def read_jsonl(path: str | Path, *, repair: bool = True) -> list[dict]:
 def remove_stale_temporaries(folder: str | Path) -> int:
     """Delete temporary files that a killed writer of this host left in `folder`; returns how many.
 
-    Only files whose writer process is gone are removed, so a concurrent writer's file is never touched."""
+    Only files of this host whose writer process is gone are removed, so a concurrent writer's file is never
+    touched (on a shared file system, other hosts' files are left alone)."""
     removed = 0
     folder = Path(folder)
     if not folder.is_dir():
         return 0
     for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
-        pid = tmp.name.rsplit(".", 2)[-2].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        host, _, rest = tmp.name.rsplit(".", 2)[-2].rpartition("~")
+        pid = rest.split("-")[0]
+        if host == _HOST and pid.isdigit() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed += 1

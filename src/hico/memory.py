@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from hico.atomic import atomic_path
+from hico.atomic import atomic_path, remove_stale_temporaries
 from hico.errors import HicoError
 from hico.model import VideoPrefix, VisualSpan
 
@@ -71,6 +71,7 @@ class VideoMemory:
         tokens = self.tokens.detach().cpu().contiguous()
         meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("tokens", "prefixes")}
         check = {"nbytes": tokens.nbytes, "checksum": tokens_checksum(tokens)}
+        remove_stale_temporaries(path.parent)  # left by killed writers; a cache folder is never cleaned otherwise
         with atomic_path(path) as tmp:
             save_file({"tokens": tokens}, str(tmp), metadata={"hico": json.dumps(meta), "check": json.dumps(check)})
         return path
