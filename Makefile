@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow test-lmms tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve clean-sample
+.PHONY: demo test test-slow test-lmms tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,9 @@ serve: $(STAMP)
 # 100 concurrent clients against a local server; writes the serving section of docs/benchmarks.md.
 bench-serve: $(STAMP)
 	$(BIN)/python bench/serve.py
+
+bench-reliability: $(STAMP)
+	$(BIN)/python bench/reliability.py
 
 clean-sample:
 	rm -rf sample
