@@ -271,7 +271,7 @@ def _write_checkpoints(root: Path) -> None:
     state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(nan / "model.safetensors"), metadata={"format": "pt"})
     lora = variant("lora_bad_config")
-    (lora / "adapter_model.safetensors").write_bytes(b"")
+    save_file({"llm.x.lora_A.weight": torch.zeros(2, 2)}, str(lora / "adapter_model.safetensors"))
     (lora / "adapter_config.json").write_text("{not json")
 
 
