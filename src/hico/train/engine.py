@@ -161,7 +161,7 @@ class HicoTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         # Trainer calls this on every process (to join FSDP/DeepSpeed gathers first); exactly one writes.
         # should_save is world process zero (hico never sets save_on_each_node). Two writers of one
-        # checkpoint raced on a loaded machine: one found the other's config.json and stopped the run.
+        # checkpoint raced on a loaded machine: one found the other's model.safetensors and stopped the run.
         if not self.args.should_save:
             return
         folder = Path(output_dir or self.args.output_dir)
