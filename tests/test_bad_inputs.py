@@ -28,10 +28,10 @@ from PIL import Image
 
 import hico
 import hico.errors
-from hico import synth
 from hico.cli import main
 from hico.errors import HicoError
-from hico.tiny import tiny_official_config, write_random_checkpoint
+from hico.synthetic import videos as synth
+from hico.synthetic.checkpoints import write_random_checkpoint
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 TABLE_START, TABLE_END = "<!-- corpus table: start -->", "<!-- corpus table: end -->"
@@ -57,7 +57,7 @@ def _video_cases() -> list[Case]:
         ("random bytes", "probe {in}/random.mp4", "not a media file"),
         ("text file", "probe {in}/notes.txt", "not a media file"),
         ("audio only", "probe {in}/audio.m4a", "no video stream"),
-        ("zero duration (no frames)", "probe {in}/no_frames.mp4", "no"),
+        ("zero duration (no frames)", "probe {in}/no_frames.mp4", "no video stream"),
         ("huge declared size", "probe {in}/huge", "pixels"),
         ("folder without images", "probe {in}/no_images", "no"),
     ]
@@ -210,6 +210,7 @@ def _write_videos(root: Path) -> None:
         stream = container.add_stream("libx264", rate=10)
         stream.width = stream.height = 64
         stream.pix_fmt = "yuv420p"
+        container.start_encoding()  # the header, then no frame at all
     (root / "huge").mkdir()
     _png_with_declared_size(root / "huge" / "img_1.png", 60000, 60000)
     (root / "no_images").mkdir()

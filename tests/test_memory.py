@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import hico
-from hico import synth
 from hico.memory import MemoryFileError, VideoMemory
-from hico.tiny import write_random_checkpoint
+from hico.synthetic import videos as synth
+from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.video import SamplingOptions
 
 OPTIONS = SamplingOptions.plain(num_frames=8)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import av
@@ -341,13 +343,17 @@ from hico.niah import run as niah_run
 
 how, at = sys.argv[1], int(sys.argv[2])
 count = [0]
-if how == "sigint":  # Ctrl-C while a case is being answered
+if how == "sigint":  # hold the run in the middle of answering a case until the test sends Ctrl-C (SIGINT)
+    import time
+    from pathlib import Path
+
     original_ask = niah_run.ask
 
     def ask(*args, **kwargs):
         count[0] += 1
         if count[0] == at:
-            os.kill(os.getpid(), signal.SIGINT)
+            Path(sys.argv[-1]).touch()
+            time.sleep(300)
         return original_ask(*args, **kwargs)
 
     niah_run.ask = ask
@@ -363,7 +369,7 @@ else:  # SIGKILL with half a result line on disk (the worst a killed writer can 
         original_append(path, line)
 
     niah_run.append_line = append_line
-sys.exit(cli.main(sys.argv[3:]))
+sys.exit(cli.main(sys.argv[3:-1] if how == "sigint" else sys.argv[3:]))
 """
 
 
@@ -382,9 +388,16 @@ def test_interrupted_runs_resume_every_case_exactly_once(tmp_path, data) -> None
         text = results.read_text()
         return [json.loads(line) for line in text.splitlines()]  # strict: every line must be a whole record
 
-    stopped = subprocess.run([sys.executable, "-c", NIAH_INTERRUPTER, "sigint", "3", *command],
-                             capture_output=True, text=True, timeout=300)
-    assert stopped.returncode == 130 and stopped.stderr.strip().endswith("hico: interrupted"), stopped.stderr
+    waiting = tmp_path / "answering"
+    process = subprocess.Popen([sys.executable, "-c", NIAH_INTERRUPTER, "sigint", "3", *command, str(waiting)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not waiting.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and stderr.strip().endswith("hico: interrupted"), stderr[-2000:]
     assert [r["case"] for r in lines()] == [c["case"] for c in cases[:2]]  # two answered, the third not written
     killed = subprocess.run([sys.executable, "-c", NIAH_INTERRUPTER, "sigkill", "3", *command],
                             capture_output=True, text=True, timeout=300)

@@ -9,6 +9,7 @@ from hico.cli import add_dropout_args, add_model_args, add_sampling_args, dropou
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
+    from hico.checkpoint import CheckpointError
     from hico.generate import GenerationOptions
 
     options = GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
@@ -16,6 +17,9 @@ def cmd_chat(args: argparse.Namespace) -> None:
     dropout = dropout_schedule(args)
     sampling = sampling_options(args)
     model = load_model(args)
+    if model.tokenizer is None:  # before the video is encoded, which can take minutes
+        raise CheckpointError(f"{args.model or 'the embedded model'}: the checkpoint folder has no tokenizer "
+                              "files (tokenizer.json or vocab.json + merges.txt); copy them from the released model")
     if dropout is not None:
         dropout.check_depth(model.model.config.llm["num_hidden_layers"])
     memory = model.encode_video(args.video, sampling, progress=True, cache_dir=args.cache, timeout=args.timeout,

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from hico.atomic import atomic_folder
 from hico.cli import add_sampling_args, sampling_options
 from hico.errors import OptionError
 
@@ -79,13 +80,14 @@ def cmd_frames(args: argparse.Namespace) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OptionError(f"{out} already exists and is not an empty folder; choose a new --out folder "
                           "(hico never overwrites files)")
-    with _open(args) as video:
+    # the frames go to a temporary folder that becomes --out only when all are written: a video that fails
+    # half-way (damaged data, a decoder hang) leaves no partial output
+    with _open(args) as video, atomic_folder(out) as staging:
         plan = video.plan(options)
-        out.mkdir(parents=True, exist_ok=True)
         written = 0
         for frame in video.frames(plan, args.size or None, strategy=args.strategy, progress=True):
             name = f"frame_{frame.position:05d}_index{frame.index:07d}_{frame.time:08.3f}s.png"
-            Image.fromarray(frame.pixels).save(out / name)
+            Image.fromarray(frame.pixels).save(staging / name)
             written += 1
         replaced = video.report.replaced
     size = f"{args.size}x{args.size}" if args.size else "original size"
