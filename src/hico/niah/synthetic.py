@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hico.atomic import write_text_atomic
 from hico.errors import OptionError
 from hico.synthetic.pictures import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, MIN_SIZE, QUESTIONS, PictureSpec, draw_picture,
                                      options_block, random_spec)
@@ -208,4 +209,4 @@ def write_needle_set(out: str | Path, options: NeedleSetOptions = NeedleSetOptio
 
 
 def _write_json(path: Path, records: list[dict[str, object]]) -> None:
-    path.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(records, indent=2, ensure_ascii=False) + "\n")
