@@ -107,7 +107,6 @@ def _checkpoint_cases() -> list[Case]:
         ("wrong shapes", "ckpt_wrong_shapes", "shape mismatch"),
         ("unknown tower", "ckpt_unknown_tower", "unknown vision tower"),
         ("unknown projector", "ckpt_unknown_projector", "not supported"),
-        ("InternVideo2 tower", "ckpt_internvideo2", "not supported yet"),
         ("inconsistent dropout lists", "ckpt_bad_dropout", "mm_llm_compress is on"),
         ("missing tokenizer", "ckpt_no_tokenizer", "tokenizer"),
     ]
@@ -256,7 +255,6 @@ def _write_checkpoints(root: Path) -> None:
     variant("ckpt_wrong_shapes", {"intermediate_size": 3 * config["hidden_size"]})
     variant("ckpt_unknown_tower", {"mm_vision_tower": "clip-vit-large"})
     variant("ckpt_unknown_projector", {"mm_projector_type": "qformer"})
-    variant("ckpt_internvideo2", {"mm_vision_tower": "internvideo2-1b"})
     variant("ckpt_bad_dropout", {"mm_llm_compress": True, "llm_compress_type": "uniform",
                                  "llm_compress_layer_list": [1, 2], "llm_image_token_ratio_list": [1.0, 0.5]})
     variant("ckpt_no_tokenizer", drop=tuple(f.name for f in tiny.iterdir() if "token" in f.name or

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from hico.cli import add_dropout_args, add_model_args, add_sampling_args, dropout_schedule, load_model, sampling_options
+from hico.errors import CheckpointError
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from hico.checkpoint import CheckpointError
     from hico.generate import GenerationOptions
 
     options = GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
