@@ -323,7 +323,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _lock(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Permission denied, even for root (whom chmod 000 does not stop): the access check says no."""
-    import hico.video.metadata as metadata
+    from hico.video import metadata
     from hico.video.reader import Video
 
     defaults = {**Video.__init__.__kwdefaults__, "isolate": False}  # probe here, where the patch applies
