@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hico.vision.umt import PatchEmbed
+
 OFFICIAL_MLP_RATIO = 48 / 11  # 1408 -> 6144
 
 
@@ -108,17 +110,6 @@ class Block(nn.Module):
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
-class PatchEmbed(nn.Module):
-    def __init__(self, config: InternVideo2Config) -> None:
-        super().__init__()
-        p = config.patch_size
-        self.proj = nn.Conv3d(3, config.hidden_size, kernel_size=(1, p, p), stride=(1, p, p))
-
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        # (clips, frames, 3, S, S) -> (clips, frames * grid^2, width), tokens in (t, h, w) order
-        return self.proj(clips.transpose(1, 2)).flatten(2).transpose(1, 2)
-
-
 class InternVideo2Encoder(nn.Module):
     """(clips, frames, 3, S, S) pixel values -> (clips, frames * grid^2, width) features (cls token dropped)."""
 
@@ -129,7 +120,7 @@ class InternVideo2Encoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.num_frames * tokens, width))
         self.img_pos_embed = nn.Parameter(torch.zeros(1, 1 + tokens, width))
-        self.patch_embed = PatchEmbed(config)
+        self.patch_embed = PatchEmbed(config.patch_size, config.hidden_size)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
 
     def reset_buffers(self, device: torch.device | str) -> None:

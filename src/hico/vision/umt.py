@@ -62,10 +62,12 @@ def position_table(config: UMTConfig, frames: int) -> torch.Tensor:
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, config: UMTConfig) -> None:
+    """Each frame cut into p x p patches, one token per patch (both towers: key `patch_embed.proj`)."""
+
+    def __init__(self, patch_size: int, width: int) -> None:
         super().__init__()
-        p = config.patch_size
-        self.proj = nn.Conv3d(3, config.hidden_size, kernel_size=(1, p, p), stride=(1, p, p))
+        p = patch_size
+        self.proj = nn.Conv3d(3, width, kernel_size=(1, p, p), stride=(1, p, p))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         # (clips, frames, 3, S, S) -> (clips, frames * grid^2, width), tokens in (t, h, w) order
@@ -121,7 +123,7 @@ class UMTEncoder(nn.Module):
     def __init__(self, config: UMTConfig) -> None:
         super().__init__()
         self.config = config
-        self.patch_embed = PatchEmbed(config)
+        self.patch_embed = PatchEmbed(config.patch_size, config.hidden_size)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.vision_layernorm = nn.LayerNorm(config.hidden_size, eps=config.final_norm_eps)
         self.register_buffer("video_positions", position_table(config, config.num_frames), persistent=False)
