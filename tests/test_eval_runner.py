@@ -15,12 +15,12 @@ import pytest
 import hico
 from hico.embedded import embedded_path
 from hico.eval import get_task
-from hico.eval.runner import (RESULTS, EvalOptions, MissingVideosError, Prefetcher, finished, groups_of, prepare,
-                              prompt_hash, run)
+from hico.eval.runner import (PREFETCH_NICE, RESULTS, EvalOptions, MissingVideosError, Prefetcher, finished,
+                              groups_of, prepare, prompt_hash, run)
 from hico.synthetic.benchmarks import FORMATS, write_benchmark
 
-# 8 frames (2 clips) per video, decoded in this process: a worker process per video costs more than the
-# tiny model's answers; test_every_format_end_to_end[mvbench] and the torchrun test use the worker.
+# 8 frames (2 clips) per video, decoded in this process; test_every_format_end_to_end[mvbench], the
+# worker-reuse test and the torchrun test decode in worker processes (the default).
 FRAMES = EvalOptions(max_frames=8, progress=False, isolate=False)
 
 
@@ -144,6 +144,29 @@ def test_prefetch_queue_is_bounded_by_its_budget(tmp_path, model):
     small = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "tiny", tiny), model)
     normal = run(plan, model)
     assert small["tasks"] == normal["tasks"]
+
+
+def test_prefetch_decoders_keep_one_worker_process_each(tmp_path, model, monkeypatch):
+    """Isolated decoding starts a process per decode thread, not per video, and reads what in-process does."""
+    from hico.video.worker import WorkerClient
+
+    starts = []
+    original = WorkerClient._start
+    monkeypatch.setattr(WorkerClient, "_start", lambda self: starts.append(self) or original(self))
+    bench = write_benchmark(tmp_path, "mvbench", items=6)
+    plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)
+    size, frames = model.model.config.vision.image_size, model.model.config.local_num_frames
+    read = {}
+    for isolate in (True, False):
+        prefetcher = Prefetcher(groups_of(plan.jobs), size, frames, 1 << 30, isolate=isolate, workers=2)
+        read[isolate] = [[value for kind, value in prefetcher.next_video() if kind == "clip"] for _ in plan.jobs]
+        prefetcher.close()
+    assert len(bench.video_files) == 6 and len(starts) == 2
+    assert [client.nice for client in starts] == [PREFETCH_NICE] * 2 == [19] * 2  # background work
+    assert all(len(clips) == 2 for clips in read[True])
+    for isolated, in_process in zip(read[True], read[False]):
+        assert all(a.equal(b) for a, b in zip(isolated, in_process))
+    assert all(client.proc is None for client in starts)  # closed with the prefetcher
 
 
 def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):

@@ -447,6 +447,47 @@ def test_worker_killed_between_requests(h264_mp4: Path) -> None:
         client.close()
 
 
+def test_one_worker_reads_many_files_and_survives_a_bad_one(tmp_path: Path, h264_mp4: Path, plain_mp4: Path,
+                                                              corrupt_mp4: Path) -> None:
+    """A lent worker keeps its process (at its priority) from file to file; a failing file costs only itself."""
+    (tmp_path / "not_a_video.mp4").write_bytes(b"no video here" * 100)
+    client = WorkerClient(timeout=10, nice=19)
+    try:
+        pids = []
+        for path, count in ((h264_mp4, LONG_FRAMES), (plain_mp4, SOURCE_FRAMES)):
+            with Video(path, worker=client) as video:
+                assert video.info.num_frames == count
+                plan = video.plan(SamplingOptions.plain(num_frames=4))
+                codes = [videos.read_frame_code(f.pixels, BITS) for f in video.frames(plan)]
+                assert codes == list(plan.indices)
+            assert client.proc is not None  # closing the video leaves the lent worker running
+            pids.append(client.proc.pid)
+        assert pids[0] == pids[1]
+        assert os.getpriority(os.PRIO_PROCESS, pids[0]) == 19  # it has answered: its nice was applied
+
+        with pytest.raises(NotAMediaFileError):
+            Video(tmp_path / "not_a_video.mp4", worker=client)
+        with Video(corrupt_mp4, worker=client, max_replaced=0.0) as video:
+            with pytest.raises(CorruptVideoError):
+                list(video.frames(video.plan(SamplingOptions.plain(num_frames=SOURCE_FRAMES))))
+        with Video(h264_mp4, worker=client) as video:  # a read abandoned half way, still referenced ...
+            plan = video.plan(SamplingOptions.plain(num_frames=8))
+            abandoned = video.frames(plan)
+            assert videos.read_frame_code(next(abandoned).pixels, BITS) == plan.indices[0]
+        with Video(plain_mp4, worker=client) as video:  # ... leaves nothing behind for the next file
+            plan = video.plan(SamplingOptions.plain(num_frames=4))
+            assert [videos.read_frame_code(f.pixels, BITS) for f in video.frames(plan)] == list(plan.indices)
+            assert video.info.num_frames == SOURCE_FRAMES
+        serving = client.proc
+        with pytest.raises(RuntimeError, match="abandoned"):  # and cannot read the next file's frames
+            next(abandoned)
+        abandoned.close()
+        assert client.proc is serving and serving.poll() is None  # nor stop the worker that moved on
+    finally:
+        client.close()
+    assert client.proc is None
+
+
 # --- CLI ----------------------------------------------------------------------------------------------------
 
 

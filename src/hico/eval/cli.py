@@ -33,8 +33,8 @@ def register(sub) -> None:
     frames.add_argument("--max-frames", type=int, help="at most N frames per video")
     parser.add_argument("--cache", help="folder to keep encoded videos in across runs")
     parser.add_argument("--decode-in-process", action="store_true",
-                        help="decode on threads of this process instead of a worker process per video: faster for "
-                             "many short videos, but a decoder that hangs or crashes stops the run")
+                        help="decode on threads of this process instead of in background worker processes: no "
+                             "protection against a decoder that hangs or crashes, and usually slower")
     parser.add_argument("--seed", type=int, default=0, help="seed of LongVideoBench's official random fallback")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)

@@ -46,6 +46,7 @@ RESULTS = "results.jsonl"
 SHARD = "results.rank{rank}.jsonl"
 MISSING_SHOWN = 5
 PREFETCH_BYTES = 1 << 30  # preprocessed clips held ahead of the model, at most
+PREFETCH_NICE = 19  # decode workers take only the CPU the model leaves idle (bench/eval.py: 1.25x -> 1.09x)
 BARRIER_TIMEOUT = timedelta(hours=12)  # rank 0 waits this long for the slowest rank
 
 
@@ -270,7 +271,9 @@ class Prefetcher:
     consumer reads the queues in video order: while the model works on video k, videos k+1..k+workers are
     being read. The queues together hold at most `budget` bytes of clips (at least one clip each), so
     memory stays bounded whatever the video lengths. With `isolate` the decoding itself runs in hico's
-    decode worker processes; the threads mostly wait on them.
+    decode worker processes, one per thread, kept from video to video (a crash or hang costs only that
+    video: its process is replaced) and run at the lowest CPU priority, so decoding ahead never slows the
+    model down; the threads mostly wait on them.
     """
 
     def __init__(self, groups: Sequence[list[Job]], size: int, clip_frames: int, budget: int,
@@ -301,6 +304,16 @@ class Prefetcher:
         return False
 
     def _produce(self, groups: list[list[Job]], box: queue.Queue) -> None:
+        from hico.video.worker import WorkerClient
+
+        worker = WorkerClient(nice=PREFETCH_NICE) if self.isolate else None  # for all this thread's videos
+        try:
+            self._decode_all(groups, box, worker)
+        finally:
+            if worker is not None:
+                worker.close()
+
+    def _decode_all(self, groups: list[list[Job]], box: queue.Queue, worker) -> None:
         from hico.video.reader import Video
 
         for group in groups:
@@ -308,7 +321,8 @@ class Prefetcher:
             try:
                 if not self._put(box, ("start", file_digest(job.path))):
                     return
-                with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=self.isolate) as video:
+                with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=self.isolate,
+                           worker=worker) as video:
                     plan = video.plan(job.sampling)
                     for clip in video.clips(plan, self.size, self.clip_frames):
                         if not self._put(box, ("clip", clip.pixels)):

@@ -62,11 +62,14 @@ class Video:
 
     `isolate=True` decodes in a worker process with a no-progress `timeout` (seconds). `autorotate` applies
     the file's display rotation (the official reader ignores it). `max_replaced` is the largest share of
-    sampled frames that may be replaced by neighbours before a read fails.
+    sampled frames that may be replaced by neighbours before a read fails. `worker` lends a decode worker
+    that outlives this video (its own timeout applies; closing the video leaves it running for the next
+    file); without it an isolated video starts and stops its own.
     """
 
     def __init__(self, path: str | Path, *, isolate: bool = True, timeout: float = 30.0, autorotate: bool = True,
-                 folder_fps: float = FOLDER_FPS, max_replaced: float = 0.1) -> None:
+                 folder_fps: float = FOLDER_FPS, max_replaced: float = 0.1,
+                 worker: WorkerClient | None = None) -> None:
         if not timeout > 0:
             raise OptionError(f"decode timeout must be a positive number of seconds, got {timeout}")
         if not 0 <= max_replaced <= 1:
@@ -77,9 +80,10 @@ class Video:
         self.autorotate = autorotate
         self.max_replaced = max_replaced
         self.worker: WorkerClient | None = None
+        self.owns_worker = worker is None
         if isolate and not Path(path).is_dir():
-            self.worker = WorkerClient(self.path, timeout)
-            self.info, self.table = self.worker.probe()
+            self.worker = worker if worker is not None else WorkerClient(self.path, timeout)
+            self.info, self.table = self.worker.open(self.path)
         else:
             self.info, self.table = probe(path, folder_fps)
         self.report = ReadReport()
@@ -91,7 +95,7 @@ class Video:
         self.close()
 
     def close(self) -> None:
-        if self.worker is not None:
+        if self.worker is not None and self.owns_worker:
             self.worker.close()
 
     def plan(self, options: SamplingOptions = SamplingOptions()) -> SamplePlan:

@@ -1,6 +1,6 @@
 """Decoding in a separate process, so a file that hangs or crashes FFmpeg cannot hang or crash the caller.
 
-The parent starts `python -m hico.video.worker FD`, sends JSON requests on the worker's stdin and reads
+The parent starts `python -m hico.video.worker FD [NICE]`, sends JSON requests on the worker's stdin and reads
 replies from pipe FD: a 4-byte length, a JSON header, then `header["nbytes"]` bytes of frame data. The
 worker reports progress while it works; if nothing arrives for `timeout` seconds the parent kills it.
 Frames flow through the OS pipe, which blocks the worker while the parent is busy: memory stays bounded.
@@ -28,6 +28,7 @@ from hico.video.metadata import FrameTable, VideoInfo, probe
 _LEN = struct.Struct("<I")
 PROGRESS_EVERY_S = 1.0
 PIPE_BYTES = 1 << 20  # bigger OS pipe: a few preprocessed frames in flight
+FILES_PER_PROCESS = 256  # a worker kept across files is replaced after this many, bounding what FFmpeg leaks
 
 
 def _send(fd: int, header: dict, payload: bytes | memoryview = b"") -> None:
@@ -128,14 +129,33 @@ def _maxrss_kb() -> int:
 
 
 class WorkerClient:
-    """The parent's handle on one worker process (started lazily, restarted after a kill)."""
+    """The parent's handle on one worker process (started lazily, restarted after a kill).
 
-    def __init__(self, path: str, timeout: float = 30.0) -> None:
+    One client may read many files in turn (`open`): the process is kept between them, so a run over many
+    short videos does not pay an interpreter start per video. A timeout, crash or decode error kills the
+    process; the next request starts a fresh one. `nice` (0-19) lowers the process's CPU priority, for
+    decoding ahead in the background: it then takes only the CPU time the caller leaves idle.
+    """
+
+    def __init__(self, path: str = "", timeout: float = 30.0, nice: int = 0) -> None:
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be in 0..19, got {nice}")
         self.path = path
         self.timeout = timeout
+        self.nice = nice
         self.proc: subprocess.Popen | None = None
         self.fd: int | None = None
         self.worker_maxrss_kb = 0
+        self.files = 0  # files opened in the current process
+        self.busy = False  # a decode reply is still streaming
+
+    def open(self, path: str) -> tuple[VideoInfo, FrameTable]:
+        """Switch to another file and probe it: same process, unless it has served FILES_PER_PROCESS files or a
+        decode was left unfinished (its remaining frames would be in the pipe)."""
+        if self.busy or self.files >= FILES_PER_PROCESS:
+            self.close()
+        self.path = str(path)
+        return self.probe()
 
     def _start(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -145,12 +165,14 @@ class WorkerClient:
             fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except (ImportError, AttributeError, OSError):
             pass  # a smaller pipe only costs throughput
-        self.proc = subprocess.Popen([sys.executable, "-m", "hico.video.worker", str(write_fd)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "hico.video.worker", str(write_fd), str(self.nice)],
                                      stdin=subprocess.PIPE, pass_fds=(write_fd,), text=True)
         os.close(write_fd)
         self.fd = read_fd
+        self.files = 0
 
     def close(self) -> None:
+        self.busy = False
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
@@ -216,6 +238,7 @@ class WorkerClient:
 
     def probe(self) -> tuple[VideoInfo, FrameTable]:
         self._request({"op": "probe", "path": self.path})
+        self.files += 1
         header, payload = self._receive()
         while header["type"] == "progress":
             header, payload = self._receive()
@@ -225,12 +248,14 @@ class WorkerClient:
 
     def decode(self, targets: list[int], size: int | None, autorotate: bool, strategy: str,
                stats: DecodeStats) -> Iterator[DecodedFrame]:
-        """Frames from the worker. Abandoning the iterator early kills the worker (it restarts on demand)."""
+        """Frames from the worker. Abandoning the iterator early kills the worker (it restarts on demand); an
+        abandoned iterator resumed after the worker moved on raises instead of reading another file's frames."""
         if self.proc is None:
             self.probe()
         self._request({"op": "decode", "path": self.path, "targets": targets, "size": size,
                        "autorotate": autorotate, "strategy": strategy})
-        finished = False
+        self.busy = True
+        proc, finished = self.proc, False
         try:
             while True:
                 header, payload = self._receive()
@@ -239,16 +264,21 @@ class WorkerClient:
                     if "shape" in header:
                         pixels = np.frombuffer(payload, np.uint8).reshape(header["shape"])
                     yield DecodedFrame(header["index"], pixels, header.get("reason", ""))
+                    if self.proc is not proc:
+                        raise RuntimeError(f"{self.path}: this read was abandoned (the worker was closed or moved "
+                                           "on to another file); start a new read")
                 elif header["type"] == "done":
                     self.worker_maxrss_kb = header["stats"].pop("maxrss_kb")
                     for key, value in header["stats"].items():
                         setattr(stats, key, value)
+                    self.busy = False
                     finished = True
                     return
         finally:
-            if not finished:
+            if not finished and self.proc is proc:  # an abandoned read's frames would still be in the pipe
                 self.close()
 
-
 if __name__ == "__main__":
+    if len(sys.argv) > 2:
+        os.nice(int(sys.argv[2]))
     serve(int(sys.argv[1]))
