@@ -135,7 +135,8 @@ def main() -> None:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    str(write_job(work)), bench.task, str(bench.annotations), str(bench.videos), str(work / "two"), "worker"],
+                    str(write_job(work)), bench.task, str(bench.annotations), str(bench.videos), str(work / "two"),
+                    "worker"],
                    env=env, check=True)  # timed with its start-up: two interpreters and two model loads
     wall_two = time.perf_counter() - started
     same = json.loads((work / "one-worker-0" / "summary.json").read_text())["tasks"] == \
