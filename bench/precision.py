@@ -137,7 +137,8 @@ def main() -> None:
     f32 = answers[0]
     lines = ["## bfloat16 and int8 against float32 (issue 18)", "",
              f"Command: `python bench/precision.py --frames {args.frames} --new-tokens {args.new_tokens}`. Machine: "
-             f"{platform.machine()}, 2 CPU cores (shared), no GPU, torch {torch.__version__}, torchao 0.18.0 "
+             f"{platform.machine()}, 2 CPU cores (load average {os.getloadavg()[0]:.1f} at the end), no GPU, "
+             f"torch {torch.__version__}, torchao 0.18.0 "
              f"(`Int8WeightOnlyConfig`: int8 weights, one scale per output row, LLM linears only). Date: "
              f"{date.today().isoformat()}.", "",
              "Conformance fixtures (official float32 logits of the whole prompt): max abs error / max abs "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import date
@@ -94,7 +95,7 @@ def main() -> None:
     name = "the embedded toy model" if args.model is None else f"`{args.model}`"
     lines = ["## A second question about a video: the kept KV prefix (issue 18)", "",
              f"Command: `python bench/prefix.py{'' if args.model is None else ' --model ' + args.model}`. "
-             f"Machine: {platform.machine()}, 2 CPU cores (shared), no GPU, torch {torch.__version__}, float32. "
+             f"Machine: {platform.machine()}, 2 CPU cores (load average {os.getloadavg()[0]:.1f} at the end), no GPU, torch {torch.__version__}, float32. "
              f"Date: {date.today().isoformat()}. Model: {name} ({layers} layers, hidden {hidden}), random visual "
              f"tokens (16 per frame). Dropout after layers {list(schedule_for('uniform', layers).layers)}, ratios "
              f"[1, 0.75, 0.5, 0.25]. Prefill only (to the first answer token), chunks of {model.prefill_chunk} "

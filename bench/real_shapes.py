@@ -160,8 +160,8 @@ def write(saved: dict, args: argparse.Namespace) -> None:
     rows = list(saved.values())
     lines = ["## Real model sizes: UMT-L at 224/448 and Qwen2.5-1.5B / Qwen2-7B prefill (issue 18)", "",
              f"Command: `python bench/real_shapes.py` (rows of every run are kept in bench/.cache/real_shapes.json; "
-             f"this table holds all of them). Date: {date.today().isoformat()}. CPU rows: 2 CPU cores shared with "
-             f"other jobs, torch {torch.__version__}, SDPA. Random weights; reduced depth, extrapolated per layer "
+             f"this table holds all of them). Date: {date.today().isoformat()}. CPU rows: 2 CPU cores, nothing else "
+             f"running (load average below 2), torch {torch.__version__}, SDPA. Random weights; reduced depth, extrapolated per layer "
              "(see the script's docstring): the tower timed with 1 and 2 of its 23 blocks, the LLM with one "
              "decoder layer per dropout stage, times 28 layers. **No GPU was lent to this session: the GPU "
              "columns are empty**; `python bench/real_shapes.py --device cuda --dtype bfloat16 --frames 1024 "
