@@ -237,19 +237,6 @@ def section(result: dict, command: str) -> str:
         "by every request that sends it.\n")
 
 
-def write_doc(text: str, name: str = "serve") -> None:
-    """Replace (or append) the named section of docs/benchmarks.md, leaving the others alone."""
-    marker_start, marker_end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nFigures measured by the scripts in `bench/`.\n\n"
-    block = f"{marker_start}\n{text}{marker_end}\n"
-    if marker_start in doc:
-        head, rest = doc.split(marker_start, 1)
-        doc = head + block + rest.split(marker_end, 1)[1].lstrip("\n")
-    else:
-        doc += "\n" + block
-    DOC.write_text(doc)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=100)
@@ -264,7 +251,9 @@ def main() -> None:
         command = "python bench/serve.py" + "".join(
             f" --{k.replace('_', '-')} {getattr(args, k)}" for k, d in (("clients", 100), ("rounds", 2),
                                                                         ("max_queue", 32)) if getattr(args, k) != d)
-        write_doc(section(result, command))
+        from ingest import write_doc
+
+        write_doc(section(result, command), "serve")
         print(f"wrote {DOC}")
     if args.check and not passed(result):
         sys.exit(1)
