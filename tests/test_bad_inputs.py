@@ -31,10 +31,10 @@ import hico.errors
 from hico.cli import main
 from hico.errors import HicoError
 from hico.synthetic import videos as synth
+from hico.synthetic.benchmarks import write_benchmark
 from hico.synthetic.checkpoints import write_random_checkpoint
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 TABLE_START, TABLE_END = "<!-- corpus table: start -->", "<!-- corpus table: end -->"
 QUESTION = "<image>\nWhat colour is the video?"
 
@@ -180,19 +180,18 @@ def _niah_cases() -> list[Case]:
 
 
 def _eval_serve_cases() -> list[Case]:
-    run = "eval mvbench_action_sequence --out {work}/ev "
+    ann = "--annotations {in}/evbench/annotations"
+    run = f"eval mvbench_action_sequence --out {{work}}/ev {ann} "
     return [
-        Case("eval: unknown task", "eval", "eval no_such_task --video-root {in} --annotations {in}/ann --out {work}/ev",
+        Case("eval: unknown task", "eval", f"eval no_such_task --video-root {{in}} {ann} --out {{work}}/ev",
              "unknown benchmark task"),
-        Case("eval: annotations folder missing", "eval", run + "--video-root {in} --annotations {in}/gone",
+        Case("eval: annotations folder missing", "eval",
+             "eval mvbench_action_sequence --out {work}/ev --video-root {in} --annotations {in}/gone",
              "annotation file not found"),
-        Case("eval: videos missing", "eval", run + "--video-root {in}/no_images --annotations {in}/ann --model {in}/tiny",
-             "missing"),
-        Case("eval: video root not a folder", "eval", run + "--video-root {in}/video.mp4 --annotations {in}/ann",
-             "not a folder"),
-        Case("eval: negative limit", "eval", run + "--video-root {in} --annotations {in}/ann --limit -1",
-             "--limit must be at least 1"),
-        Case("eval: zero frames", "eval", run + "--video-root {in} --annotations {in}/ann --frames 0", "got 0"),
+        Case("eval: videos missing", "eval", run + "--video-root {in}/no_images --model {in}/tiny", "missing"),
+        Case("eval: video root not a folder", "eval", run + "--video-root {in}/video.mp4", "not a folder"),
+        Case("eval: negative limit", "eval", run + "--video-root {in} --limit -1", "--limit must be at least 1"),
+        Case("eval: zero frames", "eval", run + "--video-root {in} --frames 0", "got 0"),
         Case("serve: open host without a key", "serve", "serve --host 0.0.0.0 --port 8123", "--api-key"),
         Case("serve: port out of range", "serve", "serve --port 99999", "got 99999"),
         Case("serve: allowed path missing", "serve", "serve --allow-path {in}/gone", "not a folder"),
@@ -336,11 +335,9 @@ def inputs(tmp_path_factory) -> Path:
     _write_checkpoints(root)
     _write_training_data(root)
     _write_niah(root)
-    annotations = root / "ann" / "MVBench" / "json"  # one official MVBench file, its videos absent
-    annotations.mkdir(parents=True)
-    records = json.loads((SHARED / "reference" / "eval_annotations" / "MVBench" / "json" / "action_sequence.json")
-                         .read_text(encoding="utf-8"))
-    (annotations / "action_sequence.json").write_text(json.dumps(records[:3]), encoding="utf-8")
+    # an MVBench annotation file in the official layout (ann/MVBench/json/action_sequence.json); its videos are
+    # in ann/../videos, so any other --video-root lacks them
+    write_benchmark(root / "evbench", "mvbench", items=3, seconds=2)
     return root
 
 
