@@ -49,7 +49,7 @@ def scoring_peak_bytes(model, embeds, span, layer: int) -> int:
     positions = torch.arange(hidden.shape[1])[None]
     target = model.llm.model.layers[layer]
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        model._visual_scores(target, hidden, positions, span.start, span.count, None)
+        model.visual_scores(target, hidden, positions, span.start, span.count, None)
     events = sorted((e for e in prof.events() if e.cpu_memory_usage != 0), key=lambda e: e.time_range.start)
     current = peak = 0
     for event in events:

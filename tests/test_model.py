@@ -120,9 +120,9 @@ def test_training_queries_score_with_each_query_seeing_only_its_past(model) -> N
     layer = model.llm.model.layers[2]
     hidden = model.llm(inputs_embeds=embeds, output_hidden_states=True).hidden_states[2]  # input of layer 2
     positions = torch.arange(length)[None]
-    ours = model._visual_scores(layer, hidden, positions, span.start, VISUAL, rows)
-    last_only = model._visual_scores(layer, hidden, positions, span.start, VISUAL, None)
-    singles = [model._visual_scores(layer, hidden[:, : r + 1], positions[:, : r + 1], span.start, VISUAL, None)
+    ours = model.visual_scores(layer, hidden, positions, span.start, VISUAL, rows)
+    last_only = model.visual_scores(layer, hidden, positions, span.start, VISUAL, None)
+    singles = [model.visual_scores(layer, hidden[:, : r + 1], positions[:, : r + 1], span.start, VISUAL, None)
                for r in rows.tolist()]
     assert torch.allclose(ours, torch.stack(singles).mean(0), atol=1e-6)  # each row = that prefix's last token
     assert torch.allclose(last_only, singles[-1], atol=1e-6)

@@ -288,7 +288,7 @@ class HicoModel(nn.Module):
         else:
             positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
             layer = self._layers()[state.layer]
-            chosen = attention_keep(self._visual_scores(layer, hidden, positions, span.start, current,
+            chosen = attention_keep(self.visual_scores(layer, hidden, positions, span.start, current,
                                                         state.queries), keep)
         state.hidden = torch.cat([hidden[:, :span.start], hidden[:, span.start + chosen],
                                   hidden[:, span.start + current:]], dim=1)
@@ -326,7 +326,7 @@ class HicoModel(nn.Module):
             return Prefill(None, state.cache, state.kept, hidden)
         return Prefill(self.llm.lm_head(hidden), state.cache, state.kept)
 
-    def _visual_scores(self, layer, hidden: torch.Tensor, positions: torch.Tensor, start: int, count: int,
+    def visual_scores(self, layer, hidden: torch.Tensor, positions: torch.Tensor, start: int, count: int,
                        query_positions: torch.Tensor | None) -> torch.Tensor:
         """Attention of the query tokens to each visual token, with the next layer's q/k projections."""
         attn = layer.self_attn
