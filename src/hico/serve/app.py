@@ -238,6 +238,7 @@ class Server:
 
     def close(self) -> None:
         self.worker.stop()
+        self.cache.close()
         if self.own_upload_dir:
             shutil.rmtree(self.files.folder, ignore_errors=True)
 

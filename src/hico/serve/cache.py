@@ -2,7 +2,8 @@
 
 Every request that sends the same bytes with the same sampling gets the same VideoMemory, whoever sent it
 and however (upload, data URL, local path), so a multi-turn conversation or a second user encodes nothing.
-Only the model worker calls `get`, so there is no locking.
+Only the model worker calls `get`, so there is no locking, and one decode worker process is kept for every
+video it encodes (no process start per request; a video that crashes or hangs the decoder gets it replaced).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hico.serve.files import Media
 from hico.serve.metrics import Metrics
 from hico.video.preprocess import read_image
 from hico.video.sampling import SamplingOptions
+from hico.video.worker import WorkerClient
 
 log = logging.getLogger("hico.serve")
 
@@ -39,8 +41,11 @@ class VideoCache:
         self.metrics = metrics
         self.capacity = capacity
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        self.decode_timeout = decode_timeout
+        self.decoder = WorkerClient(timeout=decode_timeout)
         self.memories: OrderedDict[str, VideoMemory] = OrderedDict()
+
+    def close(self) -> None:
+        self.decoder.close()
 
     def key(self, media: Sequence[Media], sampling: SamplingOptions) -> str:
         size = self.model.model.config.vision.image_size
@@ -84,7 +89,7 @@ class VideoCache:
 
     def _encode(self, media: Sequence[Media], sampling: SamplingOptions, key: str) -> VideoMemory:
         if media[0].kind == "video":
-            memory = self.model.encode_video(media[0].path, sampling, timeout=self.decode_timeout)
+            memory = self.model.encode_video(media[0].path, sampling, worker=self.decoder)
             # the stored path is the server's business; the key is what `hico chat --cache` would use
             return replace(memory, source=media[0].name, key=key)
         tokens = self.model.encode_images([read_image(m.path) for m in media]).flatten(0, 1)  # (64 n, hidden)
