@@ -129,6 +129,36 @@ def test_videos_with_the_same_content_are_encoded_once(tmp_path, counted):
     assert len(calls) == 1
 
 
+def test_a_video_that_fails_to_encode_leaves_the_others_their_own_clips(tmp_path, model, monkeypatch):
+    """The failed video's clips still queued are drained, not taken for the next video on that queue."""
+    import hico.eval.runner as runner
+    from hico.errors import HicoError
+
+    bench = write_benchmark(tmp_path, "mvbench", items=6)
+    tokens: dict[str, dict[str, object]] = {"clean": {}, "failing": {}}
+    answer, get = runner.answer_job, runner.MemoryCache.get
+    seen = tokens["clean"]
+    monkeypatch.setattr(runner, "answer_job", lambda model, job, memory, *rest:
+                        seen.__setitem__(job.item.id, memory.tokens) or answer(model, job, memory, *rest))
+    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "clean", FRAMES), model)
+
+    def get_failing_first(self, key):
+        if not failed:
+            failed.append(key)
+            raise HicoError("the first video's cache entry is unusable")
+        return get(self, key)
+
+    failed, seen = [], tokens["failing"]
+    monkeypatch.setattr(runner.MemoryCache, "get", get_failing_first)
+    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "failing", FRAMES), model)
+    results = {r["id"]: r for r in lines(tmp_path / "failing" / RESULTS)}
+    unreadable = [i for i, r in results.items() if "first video's cache entry" in r.get("reason", "")]
+    assert len(unreadable) == 1 and unreadable[0] not in tokens["failing"]
+    assert tokens["failing"].keys() == tokens["clean"].keys() - set(unreadable)
+    for item, encoded in tokens["failing"].items():
+        assert encoded.equal(tokens["clean"][item]), item
+
+
 def test_prefetch_queue_is_bounded_by_its_budget(tmp_path, model):
     bench = write_benchmark(tmp_path, "mvbench", items=3)
     plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)

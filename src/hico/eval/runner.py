@@ -39,7 +39,7 @@ from hico.eval import get_task
 from hico.eval.report import summarize, write_report
 from hico.eval.task import Item, Task
 from hico.generate import GenerationOptions
-from hico.memory import VideoMemory, file_digest, memory_key
+from hico.memory import VideoMemory, file_digest, load_cached, memory_key
 from hico.video.sampling import SamplingOptions
 
 RESULTS = "results.jsonl"
@@ -290,10 +290,6 @@ class Prefetcher:
         for thread in self.threads:
             thread.start()
 
-    @property
-    def queue(self) -> queue.Queue:
-        return self.queues[0]
-
     def _put(self, box: queue.Queue, entry) -> bool:
         while not self.stop.is_set():
             try:
@@ -364,8 +360,8 @@ class MemoryCache:
         if key in self.memories:
             self.memories.move_to_end(key)
             return self.memories[key]
-        if self.folder is not None and (self.folder / f"{key}.safetensors").exists():
-            return VideoMemory.load(self.folder / f"{key}.safetensors")
+        if self.folder is not None:  # a damaged or foreign entry is warned about and encoded again
+            return load_cached(self.folder / f"{key}.safetensors", key)
         return None
 
     def put(self, key: str, memory: VideoMemory) -> None:
@@ -387,7 +383,7 @@ def encode_entries(model: Hico, entries: Iterator[tuple[str, object]], job: Job,
         if kind == "error":
             raise value
         if kind == "start":
-            key = memory_key(value, job.sampling, model.model.config.vision.image_size, model.model_id)
+            key = memory_key(value, job.sampling, model.model.config.vision.image_size, model.tokens_id)
             cached = cache.get(key)
         elif kind == "clip" and cached is None:
             batch.append(value)
@@ -485,9 +481,12 @@ def _answer(model: Hico, jobs: list[Job], options: EvalOptions, path: Path, plac
             results.flush()
             for group in groups:
                 started = time.perf_counter()
+                entries = prefetcher.next_video()
                 try:
-                    memory, _ = encode_entries(model, prefetcher.next_video(), group[0], cache)
+                    memory, _ = encode_entries(model, entries, group[0], cache)
                 except HicoError as exc:  # a video that fails to decode: its items are recorded, not lost
+                    for _ in entries:  # what is left of its clips, so the next video starts at its own
+                        pass
                     for job in group:
                         job.missing = f"unreadable: {exc}"
                         results.write(json.dumps(skipped_result(job)) + "\n")

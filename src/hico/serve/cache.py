@@ -8,7 +8,6 @@ video it encodes (no process start per request; a video that crashes or hangs th
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -16,15 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hico.api import Hico
-from hico.errors import HicoError
-from hico.memory import VideoMemory, memory_key
+from hico.memory import VideoMemory, load_cached, memory_key
 from hico.serve.files import Media
 from hico.serve.metrics import Metrics
 from hico.video.preprocess import read_image
 from hico.video.sampling import SamplingOptions
 from hico.video.worker import WorkerClient
-
-log = logging.getLogger("hico.serve")
 
 
 @dataclass(frozen=True)
@@ -50,8 +46,8 @@ class VideoCache:
     def key(self, media: Sequence[Media], sampling: SamplingOptions) -> str:
         size = self.model.model.config.vision.image_size
         if media[0].kind == "video":
-            return memory_key(media[0].digest, sampling, size, self.model.model_id)
-        return memory_key("+".join(m.digest for m in media), "images", size, self.model.model_id)
+            return memory_key(media[0].digest, sampling, size, self.model.tokens_id)
+        return memory_key("+".join(m.digest for m in media), "images", size, self.model.tokens_id)
 
     def get(self, media: Sequence[Media], sampling: SamplingOptions) -> Encoded:
         """The memory of a video (one Media) or of images (one clip each), encoding it on a miss."""
@@ -62,7 +58,7 @@ class VideoCache:
             self.metrics.cache_hits.labels("memory").inc()
             return Encoded(self.memories[key], "memory", 0.0)
         cached = self.cache_dir / f"{key}.safetensors" if self.cache_dir is not None else None
-        memory = self._load(cached) if cached is not None and cached.exists() else None
+        memory = load_cached(cached, key) if cached is not None else None  # damaged: warned, encoded again
         if memory is not None:
             level = "disk"
             self.metrics.cache_hits.labels("disk").inc()
@@ -78,14 +74,6 @@ class VideoCache:
         while len(self.memories) > self.capacity:
             self.memories.popitem(last=False)
         return Encoded(memory, level, seconds)
-
-    def _load(self, cached: Path) -> VideoMemory | None:
-        """A memory from the disk cache; a damaged file is logged and encoded again (the client never sees it)."""
-        try:
-            return VideoMemory.load(cached)
-        except HicoError as exc:
-            log.warning("re-encoding: %s", exc)
-            return None
 
     def _encode(self, media: Sequence[Media], sampling: SamplingOptions, key: str) -> VideoMemory:
         if media[0].kind == "video":
