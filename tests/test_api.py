@@ -88,6 +88,17 @@ def test_empty_question_is_refused(model, video) -> None:
         model.answer(memory, "  ")
 
 
+@pytest.mark.parametrize("reuse_prefix", [True, False], ids=["kept-prefix", "full-prefill"])
+def test_the_video_placeholder_in_user_text_is_refused(model, video, reuse_prefix, monkeypatch) -> None:
+    """Typed `<image>` would stand for a second video (the kept-prefix path crashed on it with an IndexError)."""
+    monkeypatch.setattr(model, "reuse_prefix", reuse_prefix)
+    memory = model.encode_video(video, SamplingOptions.plain(num_frames=4))
+    with pytest.raises(hico.api.HicoError, match="holds the text <image>"):
+        model.answer(memory, "What is in <image>?")
+    with pytest.raises(hico.api.HicoError, match="holds the text <image>"):
+        model.answer(memory, "And now?", history=[("Look at <image>", "a red triangle")])
+
+
 def test_checkpoint_with_yarn_rope_scaling_loads_with_its_tokenizer(tmp_path) -> None:
     """Qwen2.5 users add YaRN to config.json for long inputs; the tokenizer must not depend on parsing it."""
     import json

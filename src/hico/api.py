@@ -25,7 +25,7 @@ from hico.errors import HicoError
 from hico.generate import GenerationOptions, generate
 from hico.memory import VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key, save_prefix
 from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix
-from hico.prompt import chat_prompt, tokenize
+from hico.prompt import IMAGE, chat_prompt, tokenize
 from hico.video.preprocess import image_clip
 from hico.video.sampling import SamplePlan, SamplingOptions
 
@@ -123,6 +123,9 @@ class Hico:
                             "merges.txt); copy them from the released model")
         if not question.strip():
             raise HicoError("the question is empty; ask something about the video")
+        if any(IMAGE in text for text in (question, *(t for turn in history for t in turn))):
+            raise HicoError(f"the conversation holds the text {IMAGE}, which stands for the video in the prompt; "
+                            "remove it from the question and history")
         input_ids = tokenize(chat_prompt(question, memory.time_msg, history), self.tokenizer)
         prefill = self.prefill(memory, input_ids, dropout if dropout is not None else self.model.config.dropout,
                                prefix_dir=prefix_dir)
