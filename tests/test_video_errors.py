@@ -478,6 +478,10 @@ def test_one_worker_reads_many_files_and_survives_a_bad_one(tmp_path: Path, h264
             plan = video.plan(SamplingOptions.plain(num_frames=4))
             assert [videos.read_frame_code(f.pixels, BITS) for f in video.frames(plan)] == list(plan.indices)
             assert video.info.num_frames == SOURCE_FRAMES
+        with Video(h264_mp4, worker=client) as first, Video(plain_mp4, worker=client) as second:
+            plan = first.plan(SamplingOptions.plain(num_frames=4))  # the worker has opened `second` since
+            assert [videos.read_frame_code(f.pixels, BITS) for f in first.frames(plan)] == list(plan.indices)
+            assert first.report.samples == 4 and second.info.num_frames == SOURCE_FRAMES
         serving = client.proc
         with pytest.raises(RuntimeError, match="abandoned"):  # and cannot read the next file's frames
             next(abandoned)

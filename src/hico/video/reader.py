@@ -118,6 +118,8 @@ class Video:
         if self.info.kind == "frames":
             decoded = decode_folder(self.table, targets, size=size, stats=stats)
         elif self.worker is not None:
+            if self.worker.path != self.path:  # a lent worker that has opened another file since
+                self.worker.open(self.path)
             decoded = _resized(self.worker.decode(targets, None, self.autorotate, strategy, stats), size)
         else:
             decoded = decode_file(self.path, self.table, targets, size=size, autorotate=self.autorotate,

@@ -250,6 +250,8 @@ class WorkerClient:
                stats: DecodeStats) -> Iterator[DecodedFrame]:
         """Frames from the worker. Abandoning the iterator early kills the worker (it restarts on demand); an
         abandoned iterator resumed after the worker moved on raises instead of reading another file's frames."""
+        if self.busy:  # an earlier read of this worker was left unfinished: its frames are still in the pipe
+            self.close()
         if self.proc is None:
             self.probe()
         self._request({"op": "decode", "path": self.path, "targets": targets, "size": size,
