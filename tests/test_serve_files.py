@@ -8,6 +8,7 @@ import functools
 import http.server
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,18 @@ def test_sweep_deletes_what_outlived_the_ttl(tmp_path, demo):
     assert store.sweep(now=time.time() + 5) == 0
     assert store.sweep(now=time.time() + 11) == 2
     assert status(lambda: store.get(stored.id)) == 404 and not media.path.exists()
+
+
+def test_data_url_whose_file_was_swept_in_between_is_stored_again(tmp_path, demo, monkeypatch):
+    store = FileStore(tmp_path / "store", ttl=10, max_bytes=1 << 30, decode_timeout=30)
+    data = demo.path.read_bytes()
+    url = "data:video/mp4;base64," + base64.b64encode(data).decode()
+    media = store.data_url(url, "video")
+    exists = Path.exists  # the sweeper deletes the file right after the store saw it there
+    monkeypatch.setattr(Path, "exists", lambda self: True if self == media.path else exists(self))
+    media.path.unlink()
+    again = store.data_url(url, "video")
+    assert again.path == media.path and again.path.read_bytes() == data and again.kind == "video"
 
 
 def test_data_url_kind_must_match(tmp_path, demo):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import re
 import shutil
 import threading
@@ -179,6 +180,11 @@ class FileStore:
         path = self.folder / f"data-{digest}"
         with self.lock:
             kind = self.kinds.get(digest) if path.exists() else None
+        if kind is not None:
+            try:
+                os.utime(path)  # in use again: its time to live starts over
+            except FileNotFoundError:  # swept just now: stored again below (touch would leave it empty)
+                kind = None
         if kind is None:
             partial = path.with_name(path.name + f".{uuid.uuid4().hex[:8]}.partial")
             partial.write_bytes(data)
@@ -189,8 +195,6 @@ class FileStore:
                 partial.unlink(missing_ok=True)
             with self.lock:
                 self.kinds[digest] = kind
-        else:
-            path.touch()  # in use again: its time to live starts over
         return Media(path, kind, digest, f"the {expected} data URL")
 
     def remote(self, url: str) -> Media:
