@@ -158,20 +158,23 @@ def main() -> None:
 
 def write(saved: dict, args: argparse.Namespace) -> None:
     rows = list(saved.values())
+    gpu = any(not r["machine"].endswith(" CPU") for r in rows)
+    missing = "" if gpu else ("**No GPU was lent to this session: the GPU columns are empty**; ")
     lines = ["## Real model sizes: UMT-L at 224/448 and Qwen2.5-1.5B / Qwen2-7B prefill (issue 18)", "",
              f"Command: `python bench/real_shapes.py` (rows of every run are kept in bench/.cache/real_shapes.json; "
              f"this table holds all of them). Date: {date.today().isoformat()}. CPU rows: 2 CPU cores, nothing else "
-             f"running (load average below 2), torch {torch.__version__}, SDPA. Random weights; reduced depth, extrapolated per layer "
+             f"running (load average below 2), torch {torch.__version__}, SDPA. Random weights; reduced depth, "
+             "extrapolated per layer "
              "(see the script's docstring): the tower timed with 1 and 2 of its 23 blocks, the LLM with one "
-             "decoder layer per dropout stage, times 28 layers. **No GPU was lent to this session: the GPU "
-             "columns are empty**; `python bench/real_shapes.py --device cuda --dtype bfloat16 --frames 1024 "
-             "10240` fills them on one.", "",
+             f"decoder layer per dropout stage, times 28 layers. {missing}`python bench/real_shapes.py --device "
+             "cuda --dtype bfloat16 --frames 1024 10240` measures the GPU rows.", "",
              "| tower | input | machine, dtype | frames per s (23 blocks + merge) | peak MiB (8-clip batches) |",
              "|---|---|---|---|---|"]
     for r in sorted((r for r in rows if r["kind"] == "tower"), key=lambda r: (r["machine"], r["size"])):
         lines.append(f"| UMT-L | {r['size']} px | {r['machine']}, {r['dtype']} | {r['fps']:.3g} | "
                      f"{r['peak'] / 2**20:.0f} |")
-    lines.append("| UMT-L | 448 px | GPU, bfloat16 | (no GPU lent) | |")
+    if not gpu:
+        lines.append("| UMT-L | 448 px | GPU, bfloat16 | (no GPU lent) | |")
     lines += ["", "| LLM shape | frames | visual tokens | machine, dtype | dropout | visual tokens per s (28 layers) | "
               "prefill s | peak MiB per frame (1 layer) | KV MiB per frame (28 layers) |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -180,7 +183,8 @@ def write(saved: dict, args: argparse.Namespace) -> None:
         lines.append(f"| {r['llm']} | {r['frames']} | {16 * r['frames']} | {r['machine']}, {r['dtype']} | "
                      f"{'released schedule' if r['dropout'] else 'off'} | {r['tokens_per_s']:.3g} | "
                      f"{r['seconds']:.1f} | {r['peak_per_frame'] / 2**20:.2f} | {r['kv_per_frame'] / 2**20:.2f} |")
-    lines.append("| Qwen2-7B | 1024, 10240 | | GPU, bfloat16 | off / released | (no GPU lent) | | | |")
+    if not gpu:
+        lines.append("| Qwen2-7B | 1024, 10240 | | GPU, bfloat16 | off / released | (no GPU lent) | | | |")
     from ingest import write_doc
 
     write_doc("\n".join(lines) + "\n", "real-shapes")

@@ -127,7 +127,8 @@ class ReservedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         held = self.get_seq_length()
         end = held + key_states.shape[-2]
-        if end > self.capacity:
+        if end > self.capacity:  # past the reservation: the stock concatenation, the storage let go
+            self.stores = None
             return super().update(key_states, value_states, *args, **kwargs)
         if self.stores is None or self.stores[0].shape[-2] < self.capacity:
             self.stores = tuple(_storage(new, old, held, self.capacity)

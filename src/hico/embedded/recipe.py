@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hico.atomic import atomic_path, write_text_atomic
 from hico.embedded import WEIGHTS
 from hico.errors import HicoError
 from hico.synthetic.tasks import HAYSTACKS, VARIED_PHOTOS, TaskOptions
@@ -250,12 +251,13 @@ def install(checkpoint: Path, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_file(str(checkpoint / "model.safetensors"))
-    save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()},
-              str(out / "model.safetensors"), metadata={"format": "pt"})
+    with atomic_path(out / "model.safetensors") as tmp:  # an interrupted install leaves no half-written model
+        save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()},
+                  str(tmp), metadata={"format": "pt"})
     config = json.loads((checkpoint / "config.json").read_text())
     stretched = int(LONG_CONTEXT["factor"] * LONG_CONTEXT["original_max_position_embeddings"])
     config.update(rope_scaling=LONG_CONTEXT, max_position_embeddings=stretched)  # consistent, so no warning
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+    write_text_atomic(out / "config.json", json.dumps(config, indent=2))
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(checkpoint / name, out / name)
     return out

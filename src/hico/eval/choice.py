@@ -87,11 +87,6 @@ def letter_accuracy(results: Sequence[dict], mode: str) -> float | int:
     return 100 * sum(r["correct"] for r in results) / len(results) if results else 0
 
 
-def weighted_mean(scores: Sequence[float], sizes: Sequence[int]) -> float:
-    """A group's score: its members' scores weighted by their sample counts, as the official evaluator does."""
-    return sum(s * n for s, n in zip(scores, sizes)) / sum(sizes) if sum(sizes) else 0.0
-
-
 class ChoiceTask(Task):
     """A multiple-choice sub-task read from one JSON file, scored by `mcq_acc` (MVBench, MLVU, LVBench).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from hico.errors import OptionError
+from hico.errors import HicoError, OptionError
 
 ANNOTATIONS_ENV = "HICO_EVAL_ANNOTATIONS"
 
@@ -58,7 +58,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         if folder:
             try:
                 count = str(len(get_task(name).load(folder)))
-            except Exception:  # a task whose files the folder lacks (Perception Test has none officially)
+            except HicoError:  # a task whose files the folder lacks (Perception Test has none officially)
                 count = "no annotations"
         print(f"{name:40s} {count}")
 

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from hico.atomic import write_text_atomic
 from hico.errors import OptionError
 from hico.synthetic.pictures import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, QUESTIONS, SHAPES, PictureSpec, article,
                                      draw_picture, options_block, random_spec)
@@ -327,5 +328,5 @@ def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progre
         record["conversations"] = [{"from": "human", "value": f"{placeholder}{task.question}"},
                                    {"from": "gpt", "value": task.answer}]
         records.append(record)
-    (out / "data.json").write_text(json.dumps(records, indent=1))
+    write_text_atomic(out / "data.json", json.dumps(records, indent=1))  # its presence marks the set as complete
     return out / "data.json"

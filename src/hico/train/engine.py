@@ -62,8 +62,8 @@ class TrainingModel(nn.Module):
         visual = self.model.encode_clips(clips).flatten(0, 1) if clips is not None else None
         embeds, span = self.model.embed(ids, visual)
         labels = expand_labels(targets.to(embeds.device), span)
-        queries = answer_queries(labels)
-        if span is not None and self.schedule.enabled and len(queries):  # no query: not dropped, as official
+        queries = answer_queries(labels) if span is not None and self.schedule.enabled else None
+        if queries is not None and len(queries):  # no query: not dropped, as official
             prefill = self.model.prefill(embeds, span, self.schedule, all_logits=True, head=False,
                                          query_positions=queries)
             hidden = prefill.hidden[0]
