@@ -6,6 +6,8 @@ source frame a decoder returned. Frames are small (128x80, a 12-bit code) to kee
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import av
@@ -87,3 +89,22 @@ def frame_folder(media: Path) -> Path:
 @pytest.fixture(scope="session")
 def audio_only(media: Path) -> Path:
     return videos.write_audio_only(media / "audio_only.m4a", seconds=0.5)
+
+
+# The real-video corpus (tests/realvideo/fetch): files no one in this project made, with FFmpeg as the oracle.
+REALVIDEO = Path(os.environ.get("HICO_REALVIDEO", Path(__file__).resolve().parents[1] / "build" / "realvideo"))
+
+
+@pytest.fixture(scope="session")
+def realvideo() -> Path:
+    """The corpus folder, fetched on first use. Under CI a corpus that cannot be had fails the run; elsewhere
+    (no network to Debian's registry, no ffprobe) the tests that need it are skipped with the reason."""
+    fetch = Path(__file__).resolve().parent / "realvideo" / "fetch"
+    result = subprocess.run([str(fetch), str(REALVIDEO)], capture_output=True, text=True)
+    if result.returncode != 0 or not (REALVIDEO / "manifest.tsv").exists():
+        reason = f"the real-video corpus could not be fetched into {REALVIDEO}: {result.stderr.strip()[-300:]}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return REALVIDEO
+
