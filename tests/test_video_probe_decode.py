@@ -136,8 +136,13 @@ def test_decode_returns_exactly_the_planned_frames(name: str, isolate: bool, req
             assert video.report.replaced == 0 and video.report.samples == plan.num_frames
             shape = (WIDTH, HEIGHT, 3) if want.rotation in (90, 270) else (HEIGHT, WIDTH, 3)
             assert all(f.pixels.shape == shape and f.pixels.dtype == np.uint8 for f in frames)
-        if want.frames > 1:
+        if want.frames > 1 and not want.vfr:
             assert list(plan.indices) == list(range(want.frames))  # the dense plan really was every frame
+        elif want.vfr:  # planned by time: the frame on screen at the middle of each of equal time slices
+            span = video.info.duration / want.frames
+            on_screen = [max(i for i, t in enumerate(VFR_TIMES) if t <= (k + 0.5) * span + 1e-9)
+                         for k in range(want.frames)]
+            assert list(plan.indices) == on_screen
 
 
 def test_one_frame_video_repeats_its_only_frame(one_frame_mp4: Path) -> None:

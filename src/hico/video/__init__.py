@@ -12,7 +12,7 @@ _EXPORTS = {
     "hico.video.metadata": ("FrameTable", "VideoInfo", "probe"),
     "hico.video.reader": ("CLIP_FRAMES", "TOKENS_PER_FRAME", "Clip", "ReadReport", "SampledFrame", "Video",
                           "open_video", "stream_clips"),
-    "hico.video.sampling": ("SamplePlan", "SamplingOptions", "official_frame_indices", "plan_samples",
+    "hico.video.sampling": ("SamplePlan", "SamplingOptions", "official_frame_indices", "plan_samples", "plan_samples_by_time",
                             "time_message"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

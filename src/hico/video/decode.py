@@ -46,6 +46,7 @@ class DecodeStats:
     seeks: int = 0
     errors: int = 0  # packets the decoder rejected
     concealed: int = 0  # wanted frames the decoder flagged as corrupt (repaired by error concealment)
+    unplaced: int = 0  # decoded frames whose timestamp matches no frame of the table (dropped)
     missing: list[int] = field(default_factory=list)  # targets that could not be decoded
 
 
@@ -179,12 +180,18 @@ def _frames(container, stream, table: FrameTable, stats: DecodeStats, on_progres
             wanted: set[int] | None = None) -> Iterator[tuple[int, av.VideoFrame]]:
     """Decoded frames with their frame index, from the current demux position; bad packets are skipped.
 
-    With `wanted` (the pts of the target frames; frames are then identified by pts), packets of other
-    frames are decoded with skip_frame=NONREF: the decoder drops them if no other frame refers to them.
+    A frame is known by its pts where the probe found the decoder's timestamps to be the table's (`table.pts`),
+    else by its place in decoding order from the start of the stream, which is what a plain decode (FFmpeg's
+    command line) defines as frame n: such tables are never seeked. With `wanted` (the pts of the target frames),
+    packets of other frames are decoded with skip_frame=NONREF: the decoder drops them if no other frame refers to
+    them, which loses no wanted frame because the wanted ones are known by pts. A frame whose pts is missing,
+    unknown or not after the previous frame's cannot be placed: it is counted in `stats.unplaced` and dropped.
     `on_progress(stats)` is called for every decoded frame (the worker uses it as a heartbeat).
     """
-    counter = None
+    counter = -1
+    last_pts = None
     context = stream.codec_context
+    by_pts = table.pts is not None
     for packet in container.demux(stream):
         if wanted is not None:
             context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
@@ -197,13 +204,16 @@ def _frames(container, stream, table: FrameTable, stats: DecodeStats, on_progres
             stats.decoded += 1
             if on_progress is not None:
                 on_progress(stats)
-            if table.pts is not None and frame.pts is not None:
-                index = int(np.searchsorted(table.pts, frame.pts))
-                if index >= len(table.pts) or table.pts[index] != frame.pts:
-                    continue  # a frame the scan did not see (past a read error): its position is unknown
-            else:
-                counter = 0 if counter is None else counter + 1
-                index = counter
+            if not by_pts:
+                counter += 1
+                yield counter, frame
+                continue
+            index = -1 if frame.pts is None else int(np.searchsorted(table.pts, frame.pts))
+            if index < 0 or index >= len(table.pts) or table.pts[index] != frame.pts or \
+                    (last_pts is not None and frame.pts <= last_pts):
+                stats.unplaced += 1  # past a read error, or a timestamp out of order: its position is unknown
+                continue
+            last_pts = frame.pts
             yield index, frame
 
 

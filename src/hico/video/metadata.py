@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -111,27 +111,51 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) ->
                                      "Pass a file that contains video; audio-only files cannot be used")
         stream = container.streams.video[0]
         codec = _decoder_name(path, stream)
-        table, scan_note = _scan(container, stream, on_progress)
-        rotation, first_note = _first_frame_rotation(path)
-        notes = tuple(n for n in (scan_note, first_note) if n)
-        fps = _average_fps(stream, table)
-        header_frames = stream.frames or 0
-        truncated = bool(header_frames and header_frames > table.num_frames)
-        if truncated:
-            notes += (f"the container lists {header_frames} frames but only {table.num_frames} could be read: "
-                      "the file is probably truncated",)
-        gaps = np.diff(table.times)
-        # Timestamps are whole ticks of the time base: a constant rate that is not a whole number of ticks
-        # (30 fps in WebM's 1 ms ticks: 33, 33, 34 ms) jitters by one tick without being variable.
-        tick = float(table.time_base) if table.pts is not None else 0.0
-        vfr = bool(len(gaps) > 1 and gaps.max() - gaps.min() > max(0.01 * max(gaps.mean(), 1e-9), 1.5 * tick))
-        info = VideoInfo(
-            path=str(path), kind="file", container=container.format.name, codec=codec,
-            width=stream.codec_context.width, height=stream.codec_context.height, rotation=rotation, fps=fps,
-            num_frames=table.num_frames, frame_count="counted",
-            duration=_duration(stream, table, fps, truncated or bool(scan_note)),
-            keyframes=len(table.keyframes), variable_frame_rate=vfr, notes=notes)
+        scan = _scan(container, stream, on_progress)
+    table, timing_note = _frame_table(scan)
+    rotation, verified, first_note = _first_frames(path, table)
+    if table.pts is not None and not verified:
+        # the decoder's timestamps are not the packets' (a muxer that wrote pts = dts for reordered frames):
+        # frames are then told apart by their order from the start of the stream, which a plain decode defines
+        table = replace(table, pts=None, seekable=False)
+        timing_note = timing_note or ("the decoder's frame timestamps disagree with the container's; frames are "
+                                      "read front to back")
+    end = _end_time(scan, table)
+    declared = scan.declared_duration
+    truncated = bool(scan.error or (declared is not None and end < declared - max(1.0, 0.05 * declared)))
+    notes = tuple(n for n in (scan.error, timing_note, first_note) if n)
+    if truncated:
+        what = f"{scan.declared_frames} frames, " if scan.declared_frames else ""
+        notes += (f"the container announces {what}{declared or 0:.2f} s but the data stops after "
+                  f"{table.num_frames} frames at {end:.2f} s: the file is probably truncated",)
+    variable = _is_variable(table)
+    fps = table.num_frames / end if variable else _average_fps(scan.average_rate, table, end)
+    info = VideoInfo(
+        path=str(path), kind="file", container=scan.container, codec=codec, width=scan.width, height=scan.height,
+        rotation=rotation, fps=fps, num_frames=table.num_frames, frame_count="counted", duration=end,
+        keyframes=len(table.keyframes), variable_frame_rate=variable, notes=notes)
     return info, table
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """What demuxing every packet of the video stream (without decoding) tells."""
+
+    container: str
+    width: int
+    height: int
+    pts: list[int | None]  # per packet with data, in decode order
+    dts: list[int | None]
+    keys: list[bool]
+    durations: list[int]  # packet durations in time-base ticks (0 when unknown)
+    time_base: Fraction
+    average_rate: float | None  # the container's average frame rate
+    codec_rate: float | None  # the codec's own frame rate (elementary streams carry only this)
+    declared_frames: int  # the container's frame count (0 when it has none)
+    declared_duration: float | None  # seconds of video the container announces
+    start: float | None  # the stream's start time, seconds
+    error: str  # why reading stopped early ("" when it reached the end)
+    seekable_format: bool
 
 
 def _decoder_name(path: Path, stream: av.video.stream.VideoStream) -> str:
@@ -147,74 +171,158 @@ def _decoder_name(path: Path, stream: av.video.stream.VideoStream) -> str:
     return name
 
 
+def _rate(value) -> float | None:
+    return float(value) if value and float(value) > 0 else None
+
+
 def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-          on_progress=None) -> tuple[FrameTable, str]:
-    """Demux every packet (no decoding) to count frames and find timestamps and keyframes."""
-    stamps: list[int | None] = []
+          on_progress=None) -> _Scan:
+    """Demux every packet (no decoding): its timestamps, keyframe flag and duration."""
+    pts: list[int | None] = []
+    dts: list[int | None] = []
     keys: list[bool] = []
-    note = ""
+    durations: list[int] = []
+    error = ""
     try:
         for packet in container.demux(stream):
-            if packet.size == 0:
+            if packet.size == 0:  # an empty packet: a dropped frame (AVI) or the demuxer's end marker
                 continue
-            stamps.append(packet.pts if packet.pts is not None else packet.dts)
+            pts.append(packet.pts)
+            dts.append(packet.dts)
             keys.append(packet.is_keyframe)
-            if on_progress is not None and len(stamps) % 1024 == 0:
-                on_progress(len(stamps))
+            durations.append(packet.duration or 0)
+            if on_progress is not None and len(pts) % 1024 == 0:
+                on_progress(len(pts))
     except av.error.FFmpegError as exc:
-        note = f"reading stopped at packet {len(stamps)} ({exc}); frames after it are not used"
-    path = container.name
-    if not stamps:
-        raise NoDecodableFramesError(path, "contains a video stream but no video frames",
+        error = f"reading stopped at packet {len(pts)} ({exc}); frames after it are not used"
+    if not pts:
+        raise NoDecodableFramesError(container.name, "contains a video stream but no video frames",
                                      "The file is empty or cut before its first frame; use a complete file")
     tb = stream.time_base or Fraction(1, 1)
-    has_pts = all(s is not None for s in stamps)
-    if has_pts:
-        raw = np.asarray(stamps, dtype=np.int64)
+    context = stream.codec_context
+    declared = float(stream.duration * tb) if stream.duration and stream.time_base else None
+    return _Scan(container=container.format.name, width=context.width, height=context.height, pts=pts, dts=dts,
+                 keys=keys, durations=durations, time_base=tb, average_rate=_rate(stream.average_rate),
+                 codec_rate=_rate(context.framerate), declared_frames=stream.frames or 0,
+                 declared_duration=declared, start=float(stream.start_time * tb) if stream.start_time is not None
+                 else None, error=error, seekable_format=container.format.name != "gif")
+
+
+def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
+    """Each frame's presentation time, from the best timestamps the packets carry.
+
+    - every packet has a distinct pts: the frames' times are the sorted pts, and a decoded frame is known by
+      its pts (so seeking and skipping are possible);
+    - otherwise (AVI with packed B-frames carries pts on some packets only) the decode timestamps, which step
+      through the frame slots in order, give the times, and a frame is known by its place in decoding order;
+    - neither (elementary streams): a constant rate, the codec's own where the container has none.
+    """
+    keys = np.asarray(scan.keys)
+    tb = scan.time_base
+    if all(p is not None for p in scan.pts):
+        raw = np.asarray(scan.pts, dtype=np.int64)
         order = np.argsort(raw, kind="stable")
         pts = raw[order]
-        unique = bool(np.all(np.diff(pts) > 0))
-        key_positions = np.flatnonzero(np.asarray(keys)[order]).astype(np.int64)
-        times = (pts - pts[0]).astype(np.float64) * float(tb)
-        seekable = unique and container.format.name != "gif"  # GIF frames draw over the previous canvas
-        if not unique:
-            note = note or "the file repeats frame timestamps; it is read front to back without seeking"
-        return FrameTable(times=times, keyframes=key_positions, pts=pts if unique else None, time_base=tb,
-                          seekable=seekable), note
-    fps = float(stream.average_rate or stream.guessed_rate or 25)
-    times = np.arange(len(stamps), dtype=np.float64) / fps
-    note = note or "the file has no frame timestamps; times assume a constant frame rate"
-    return FrameTable(times=times, keyframes=np.zeros(0, np.int64), pts=None, time_base=tb, seekable=False), note
+        if bool(np.all(np.diff(pts) > 0)):
+            times = (pts - pts[0]).astype(np.float64) * float(tb)
+            key_positions = np.flatnonzero(keys[order]).astype(np.int64)
+            return FrameTable(times=times, keyframes=key_positions, pts=pts, time_base=tb,
+                              seekable=scan.seekable_format), ""
+    key_positions = np.flatnonzero(keys).astype(np.int64)
+    if all(d is not None for d in scan.dts):
+        raw = np.asarray(scan.dts, dtype=np.int64)
+        if bool(np.all(np.diff(raw) > 0)):
+            times = (raw - raw[0]).astype(np.float64) * float(tb)
+            return FrameTable(times=times, keyframes=key_positions, pts=None, time_base=tb, seekable=False), \
+                "not every frame carries a presentation timestamp; times come from the decoding timestamps"
+    fps = scan.average_rate or scan.codec_rate or 25.0
+    source = "the container's" if scan.average_rate else "the codec's" if scan.codec_rate else "an assumed"
+    times = np.arange(len(scan.pts), dtype=np.float64) / fps
+    return FrameTable(times=times, keyframes=key_positions, pts=None, time_base=tb, seekable=False), \
+        f"the file has no usable frame timestamps; times follow {source} frame rate ({fps:g} fps)"
 
 
-def _first_frame_rotation(path: Path) -> tuple[int, str]:
-    """The display rotation travels as frame side data, so it is read from the first decoded frame."""
+VERIFY_FRAMES = 24  # frames decoded while probing to check that the decoder's timestamps are the table's
+
+
+def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, str]:
+    """Decode the first frames in order: the display rotation (frame side data) and whether the decoder's
+    frame timestamps are the table's pts, in order, so that a decoded frame can be known by its pts.
+
+    Muxers that write pts = dts for streams with reordered frames make the decoder hand out timestamps out of
+    order; frames are then known by their place in decoding order instead. A damaged first frame the decoder
+    drops does not count against the timestamps (the ones that come must still be the table's, in order).
+    """
+    rotation, seen, note = 0, [], ""
+    wanted = min(VERIFY_FRAMES, table.num_frames)
     try:
         with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                return int(round((frame.rotation or 0) / 90.0)) * 90 % 360, ""
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in _decode_tolerant(container, stream):
+                if not seen:
+                    rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+                seen.append(frame.pts)
+                if len(seen) >= wanted:
+                    break
     except av.error.FFmpegError as exc:
-        return 0, f"the first frame does not decode ({exc})"
-    return 0, "no frame decoded while probing"
+        note = f"the first frames do not decode ({exc})"
+    if not seen:
+        return 0, False, note or "no frame decoded while probing"
+    if table.pts is None or any(p is None for p in seen):
+        return rotation, False, note
+    stamps = np.asarray(seen, dtype=np.int64)
+    rows = np.searchsorted(table.pts, stamps)
+    known = bool(np.all(rows < len(table.pts)) and np.all(table.pts[np.minimum(rows, len(table.pts) - 1)] == stamps))
+    return rotation, known and bool(np.all(np.diff(stamps) > 0)), note
 
 
-def _average_fps(stream: av.video.stream.VideoStream, table: FrameTable) -> float:
-    rate = stream.average_rate
-    if rate and float(rate) > 0:
-        return float(rate)
-    span = table.times[-1] if table.num_frames > 1 else 0.0
-    if span > 0:
-        return (table.num_frames - 1) / span
-    return float(stream.guessed_rate or 1.0)
+def _decode_tolerant(container, stream):
+    """Frames in decoding order; a packet the decoder rejects is skipped, as FFmpeg's command line does."""
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            continue
+        yield from frames
 
 
-def _duration(stream: av.video.stream.VideoStream, table: FrameTable, fps: float, cut: bool) -> float:
-    """The stream's duration, or, when its data stops early, the span of the frames that can be read."""
-    if cut:
-        return float(table.times[-1]) + 1 / fps
-    if stream.duration and stream.time_base:
-        return float(stream.duration * stream.time_base)
-    return table.num_frames / fps
+def _end_time(scan: _Scan, table: FrameTable) -> float:
+    """Seconds from the first frame to the end of the last one (its packet duration, else the typical gap)."""
+    last = float(table.times[-1])
+    if table.pts is not None:
+        durations = dict(zip(scan.pts, scan.durations))
+        tick = durations.get(int(table.pts[-1]), 0)
+        if tick:
+            return last + tick * float(table.time_base)
+    gaps = np.diff(table.times)
+    if len(gaps):
+        return last + float(np.median(gaps))
+    rate = scan.average_rate or scan.codec_rate
+    return last + (1.0 / rate if rate else 0.0)
+
+
+def _average_fps(rate: float | None, table: FrameTable, end: float) -> float:
+    """The container's average rate when it has one, else frames per second of the stream's span."""
+    if rate:
+        return rate
+    return table.num_frames / end if end > 0 else 1.0
+
+
+def _is_variable(table: FrameTable) -> bool:
+    """Whether the frames stray from an even grid by more than timestamp rounding explains.
+
+    Timestamps are whole ticks of the time base and muxers often round to milliseconds, so a constant rate
+    jitters by a tick or a millisecond; a dropped or held frame moves later frames by a whole frame period.
+    """
+    n = table.num_frames
+    if n < 3:
+        return False
+    span = float(table.times[-1] - table.times[0])
+    period = span / (n - 1)
+    grid = table.times[0] + period * np.arange(n)
+    tick = float(table.time_base) if table.pts is not None else 0.0
+    return bool(np.abs(table.times - grid).max() > max(0.25 * period, 1.5 * tick, 0.002))
 
 
 def probe_folder(path: Path, fps: float = FOLDER_FPS) -> tuple[VideoInfo, FrameTable]:

@@ -22,7 +22,7 @@ from hico.errors import CorruptVideoError, NoDecodableFramesError, OptionError
 from hico.video.decode import AccessPlan, DecodedFrame, DecodeStats, decode_file, decode_folder, plan_access
 from hico.video.preprocess import normalize, resize_frame
 from hico.video.metadata import FOLDER_FPS, probe
-from hico.video.sampling import SamplePlan, SamplingOptions, plan_samples
+from hico.video.sampling import SamplePlan, SamplingOptions, plan_samples, plan_samples_by_time
 from hico.video.worker import WorkerClient
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ class Video:
             self.worker.close()
 
     def plan(self, options: SamplingOptions = SamplingOptions()) -> SamplePlan:
+        """The official plan (frame counts at the average rate) for evenly spaced frames, and a plan by
+        presentation time for a variable frame rate, where frame counts and the average rate misstate time."""
+        if self.info.variable_frame_rate:
+            return plan_samples_by_time(self.table.times, self.info.duration, options)
         return plan_samples(self.info.num_frames, self.info.fps, options)
 
     def access_plan(self, plan: SamplePlan, strategy: str = "auto") -> AccessPlan:

@@ -6,6 +6,10 @@ Official policies (the reader of the released code, `get_frame_indices` + the cl
   sampled with `middle`.
 - `middle`: `max_num_frames` frames, each the middle of one of equal intervals; short videos repeat the last.
 - `fpsX`: one frame every 1/X seconds, centred, truncated to `max_num_frames` (-1 = no cap).
+
+The official reader counts frames and assumes a constant rate. Videos whose frames are not evenly spaced
+(variable frame rate, dropped frames) are planned by time instead (`plan_samples_by_time`): the same frame
+counts, computed from the real duration, and each sample is the frame on screen at the sample's time.
 """
 
 from __future__ import annotations
@@ -164,3 +168,60 @@ def plan_samples(vlen: int, fps: float, options: SamplingOptions = SamplingOptio
     indices = tuple(i + offset for i in indices)
     return SamplePlan(indices=indices, duration=duration, time_msg=time_message(duration, len(indices)),
                       options=options)
+
+
+def _frame_count(policy: str, seconds: float, options: SamplingOptions, available: int) -> int:
+    """How many samples a policy takes from `seconds` of video holding `available` frames (official rules)."""
+    if policy == "middle":
+        return options.max_num_frames
+    local = options.local_num_frames
+    floor = options.min_num_frames
+    if floor > available:
+        floor = (available // local) * local
+    segments = int(seconds // local)
+    count = local * segments if segments else local
+    if options.max_num_frames > 0:
+        count = min(count, options.max_num_frames)
+    return max(floor, count)
+
+
+def plan_samples_by_time(times: np.ndarray, duration: float,
+                         options: SamplingOptions = SamplingOptions()) -> SamplePlan:
+    """Plan by presentation time, for videos whose frames are not evenly spaced.
+
+    `times` are the frames' times in seconds from the first frame (ascending), `duration` the end of the last
+    frame. Counts follow the official rules with the real duration in place of frames / average rate; sample k
+    of `middle` (and `dynamic_fps1`) is at the middle of the k-th of equal time intervals, those of `fpsX` every
+    1/X seconds from 1/(2X); each is the frame on screen at that time. A range is clamped as the official
+    reader clamps it (end at least 0.1 s before the end of the video).
+    """
+    times = np.asarray(times, dtype=np.float64)
+    if len(times) < 1:
+        raise OptionError("the video has no frames to sample")
+    if not duration > 0:
+        raise OptionError(f"the video's duration ({duration}) is not positive")
+    start, end = 0.0, duration
+    if options.has_clip:
+        start = max(0.0, options.start if options.start is not None else 0.0)
+        end = min(duration - END_MARGIN, options.end if options.end is not None else math.inf)
+        if start >= end:
+            raise OptionError(f"start time {start:g} s is at or past the end of the video "
+                              f"({duration:.2f} s long); choose a start below {max(0.0, duration - END_MARGIN):.2f} s")
+    seconds = end - start
+    first = max(int(np.searchsorted(times, start, side="right")) - 1, 0)
+    available = int(np.searchsorted(times, end, side="left")) - first
+    policy = options.policy
+    if policy == "dynamic_fps1" or policy == "middle":
+        count = _frame_count(policy, seconds, options, max(available, 1))
+        at = start + (np.arange(count) + 0.5) * (seconds / count)
+    else:
+        step = 1 / float(policy[3:])
+        at = start + np.arange(step / 2, seconds, step)
+        if options.max_num_frames > 0:
+            at = at[:options.max_num_frames]
+    if len(at) == 0:
+        raise OptionError(f"policy {policy} selects no frame of this {seconds:.2f} s video; "
+                          "raise the fps or use a frame count")
+    indices = np.maximum(np.searchsorted(times, at, side="right") - 1, 0)
+    return SamplePlan(indices=tuple(int(i) for i in indices), duration=seconds,
+                      time_msg=time_message(seconds, len(indices)), options=options)
