@@ -18,7 +18,7 @@ def _open(args: argparse.Namespace):
     from hico.video.reader import Video
 
     return Video(args.video, timeout=args.timeout, autorotate=not args.no_autorotate, folder_fps=args.folder_fps,
-                 max_replaced=args.max_replaced)
+                 max_replaced=args.max_replaced, count_frames=getattr(args, "count_frames", False))
 
 
 
@@ -101,6 +101,9 @@ def register(sub) -> None:
     add_sampling_args(probe)
     probe.add_argument("--all", action="store_true", help="list every sampled frame")
     probe.add_argument("--json", action="store_true", help="print JSON")
+    probe.add_argument("--count-frames", action="store_true",
+                       help="decode every frame to count them, as ffprobe -count_frames does (slower; by default "
+                            "frames are counted from the packets, which is exact unless the file is damaged)")
     probe.set_defaults(func=cmd_probe)
 
     frames = sub.add_parser("frames", help="write the sampled frames, as the model sees them, as PNG")

@@ -86,10 +86,14 @@ def open_error(path: str | Path, exc: BaseException) -> Exception:
                               "type cannot be opened")
 
 
-def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) -> tuple[VideoInfo, FrameTable]:
+def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None,
+          count_frames: bool = False) -> tuple[VideoInfo, FrameTable]:
     """Describe a video file or a frame folder. Raises a `VideoError` subclass for unusable inputs.
 
-    `on_progress(packets_read)` is called while the packets are scanned (the worker uses it as a heartbeat).
+    The frame table comes from the packets (no decoding beyond the first frames): exact for intact files. With
+    `count_frames` every frame is decoded, as `ffprobe -count_frames` does, so that frames a damaged file's
+    decoder drops are not counted (frame_count "decoded"). `on_progress(count)` is called while packets are
+    scanned or frames decoded (the worker uses it as a heartbeat).
     """
     path = Path(path)
     if not path.exists():
@@ -120,6 +124,9 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) ->
         table = replace(table, pts=None, seekable=False)
         timing_note = timing_note or ("the decoder's frame timestamps disagree with the container's; frames are "
                                       "read front to back")
+    if count_frames:
+        table, decode_note = _decoded_table(path, table, on_progress)
+        timing_note = decode_note or timing_note
     end = _end_time(scan, table)
     declared = scan.declared_duration
     truncated = bool(scan.error or (declared is not None and end < declared - max(1.0, 0.05 * declared)))
@@ -132,7 +139,8 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None) ->
     fps = table.num_frames / end if variable else _average_fps(scan.average_rate, table, end)
     info = VideoInfo(
         path=str(path), kind="file", container=scan.container, codec=codec, width=scan.width, height=scan.height,
-        rotation=rotation, fps=fps, num_frames=table.num_frames, frame_count="counted", duration=end,
+        rotation=rotation, fps=fps, num_frames=table.num_frames,
+        frame_count="decoded" if count_frames else "counted", duration=end,
         keyframes=len(table.keyframes), variable_frame_rate=variable, notes=notes)
     return info, table
 
@@ -285,6 +293,78 @@ def _decode_tolerant(container, stream):
         except av.error.FFmpegError:
             continue
         yield from frames
+
+
+def _decoded_table(path: Path, table: FrameTable, on_progress=None) -> tuple[FrameTable, str]:
+    """The frame table of a plain decode of every frame in order (what FFmpeg's command line outputs).
+
+    Frames known by pts keep the rows whose frames came out; frames known by order keep the packets' times when
+    the decoder gave one frame per packet, else take FFmpeg's best-effort timestamps (`BestEffortClock`).
+    """
+    stamps, best, corrupt = [], [], 0
+    clock = BestEffortClock()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in _decode_tolerant(container, stream):
+            stamps.append(frame.pts)
+            best.append(clock(frame.pts, frame.dts))
+            corrupt += bool(frame.is_corrupt)
+            if on_progress is not None and len(stamps) % 256 == 0:
+                on_progress(len(stamps))
+    if not stamps:
+        raise NoDecodableFramesError(path, "none of its frames could be decoded",
+                                     "The video data is damaged; re-encode or re-download it")
+    note = f"{corrupt} frames were repaired by the decoder's error concealment" if corrupt else ""
+    if table.pts is not None:
+        keep = np.isin(table.pts, np.asarray([p for p in stamps if p is not None], dtype=np.int64))
+        rows = np.flatnonzero(keep)
+        keys = np.flatnonzero(np.isin(np.arange(table.num_frames), table.keyframes)[rows]).astype(np.int64)
+        return replace(table, times=table.times[rows] - table.times[rows[0]], pts=table.pts[rows],
+                       keyframes=keys), note
+    if len(stamps) == table.num_frames:
+        return table, note
+    ticks = _fill_missing(best)
+    times = (ticks - ticks[0]).astype(np.float64) * float(table.time_base)
+    lost = f"the decoder gave {len(stamps)} frames for {table.num_frames} packets"
+    return replace(table, times=times), "; ".join(n for n in (lost, note) if n)
+
+
+class BestEffortClock:
+    """FFmpeg's best-effort frame timestamp: the decoder's pts, unless pts have gone backwards more often than
+    the packets' decoding timestamps, then those."""
+
+    def __init__(self) -> None:
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts: int | None = None
+        self.last_dts: int | None = None
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += self.last_dts is not None and dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += self.last_pts is not None and pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
+def _fill_missing(ticks: list[int | None]) -> np.ndarray:
+    """Timestamps with the gaps filled: a frame without one comes a typical step after the previous frame."""
+    known = [t for t in ticks if t is not None]
+    step = int(np.median(np.diff(known))) if len(known) > 1 else 1
+    out, previous = [], None
+    for t in ticks:
+        t = t if t is not None else (previous + step if previous is not None else 0)
+        out.append(t)
+        previous = t
+    return np.asarray(out, dtype=np.int64)
 
 
 def _end_time(scan: _Scan, table: FrameTable) -> float:

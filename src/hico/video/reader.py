@@ -64,12 +64,14 @@ class Video:
     the file's display rotation (the official reader ignores it). `max_replaced` is the largest share of
     sampled frames that may be replaced by neighbours before a read fails. `worker` lends a decode worker
     that outlives this video (its own timeout applies; closing the video leaves it running for the next
-    file); without it an isolated video starts and stops its own.
+    file); without it an isolated video starts and stops its own. `count_frames` decodes every frame while
+    opening, as `ffprobe -count_frames` does, so that a damaged file's frame count and times are the decoder's
+    (by default they come from the packets, which is exact for intact files).
     """
 
     def __init__(self, path: str | Path, *, isolate: bool = True, timeout: float = 30.0, autorotate: bool = True,
                  folder_fps: float = FOLDER_FPS, max_replaced: float = 0.1,
-                 worker: WorkerClient | None = None) -> None:
+                 worker: WorkerClient | None = None, count_frames: bool = False) -> None:
         if not timeout > 0:
             raise OptionError(f"decode timeout must be a positive number of seconds, got {timeout}")
         if not 0 <= max_replaced <= 1:
@@ -77,15 +79,16 @@ class Video:
         if not folder_fps > 0:
             raise OptionError(f"folder fps must be positive, got {folder_fps}")
         self.path = str(path)
+        self.count_frames = count_frames
         self.autorotate = autorotate
         self.max_replaced = max_replaced
         self.worker: WorkerClient | None = None
         self.owns_worker = worker is None
         if isolate and not Path(path).is_dir():
             self.worker = worker if worker is not None else WorkerClient(self.path, timeout)
-            self.info, self.table = self.worker.open(self.path)
+            self.info, self.table = self.worker.open(self.path, count_frames)
         else:
-            self.info, self.table = probe(path, folder_fps)
+            self.info, self.table = probe(path, folder_fps, count_frames=count_frames)
         self.report = ReadReport()
 
     def __enter__(self) -> Video:
@@ -123,7 +126,7 @@ class Video:
             decoded = decode_folder(self.table, targets, size=size, stats=stats)
         elif self.worker is not None:
             if self.worker.path != self.path:  # a lent worker that has opened another file since
-                self.worker.open(self.path)
+                self.worker.open(self.path, self.count_frames)
             decoded = _resized(self.worker.decode(targets, None, self.autorotate, strategy, stats), size)
         else:
             decoded = decode_file(self.path, self.table, targets, size=size, autorotate=self.autorotate,

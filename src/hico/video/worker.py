@@ -70,7 +70,8 @@ def serve(out_fd: int) -> None:
         request = json.loads(line)
         try:
             if request["op"] == "probe":
-                info, table = probe(request["path"], on_progress=_heartbeat(out_fd))
+                info, table = probe(request["path"], on_progress=_heartbeat(out_fd),
+                                    count_frames=request.get("count_frames", False))
                 header, payload = _table_to_wire(table)
                 _send(out_fd, {"type": "info", "info": asdict(info), "table": header}, payload)
             elif request["op"] == "decode":
@@ -141,6 +142,7 @@ class WorkerClient:
         if not 0 <= nice <= 19:
             raise ValueError(f"nice must be in 0..19, got {nice}")
         self.path = path
+        self.count_frames = False
         self.timeout = timeout
         self.nice = nice
         self.proc: subprocess.Popen | None = None
@@ -149,12 +151,14 @@ class WorkerClient:
         self.files = 0  # files opened in the current process
         self.busy = False  # a decode reply is still streaming
 
-    def open(self, path: str) -> tuple[VideoInfo, FrameTable]:
+    def open(self, path: str, count_frames: bool = False) -> tuple[VideoInfo, FrameTable]:
         """Switch to another file and probe it: same process, unless it has served FILES_PER_PROCESS files or a
-        decode was left unfinished (its remaining frames would be in the pipe)."""
+        decode was left unfinished (its remaining frames would be in the pipe). `count_frames` decodes every
+        frame to count them (see `probe`)."""
         if self.busy or self.files >= FILES_PER_PROCESS:
             self.close()
         self.path = str(path)
+        self.count_frames = count_frames
         return self.probe()
 
     def _start(self) -> None:
@@ -237,7 +241,7 @@ class WorkerClient:
         return b"".join(chunks)
 
     def probe(self) -> tuple[VideoInfo, FrameTable]:
-        self._request({"op": "probe", "path": self.path})
+        self._request({"op": "probe", "path": self.path, "count_frames": self.count_frames})
         self.files += 1
         header, payload = self._receive()
         while header["type"] == "progress":
