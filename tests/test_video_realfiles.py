@@ -1,0 +1,142 @@
+"""Every corpus file (tests/realvideo/fetch: videos Debian packages ship) read as FFmpeg reads it.
+
+The oracle is a plain decode of every frame in order by Debian's ffmpeg/ffprobe (tests/realvideo_support.py):
+frame i is the i-th frame it outputs, its time ffprobe's best-effort timestamp. For each file: the frame count and
+every frame's time (1 ms), and the pixels of the sampled frames (PSNR >= 40 dB at the original size) for the
+default sampling and a sparse one, with each access strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hico.errors import NoVideoStreamError
+from hico.video import SamplingOptions, Video
+from hico.video.decode import STRATEGIES
+from realvideo_support import ffmpeg_rgb_frames, ffprobe_times, psnr, realvideo_files
+
+MIN_PSNR = 40.0
+TIME_TOLERANCE = 1e-3
+# Files whose data is damaged: the decoder drops frames that the packets promise, which only decoding every frame
+# can tell (`count_frames`, as `ffprobe -count_frames`); a sample on a dropped frame is replaced by a neighbour.
+DAMAGED = {
+    "box.mp4": "a damaged H.264 slice: the decoder drops one of 456 frames",
+}
+
+
+def last_frame_duration(path: Path) -> float | None:
+    """ffprobe's duration of the last decoded frame (its packet's duration), None when it gives none."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "frame=pkt_duration_time", "-of", "json", str(path)], capture_output=True, text=True)
+    frames = json.loads(out.stdout or "{}").get("frames") or [{}]
+    value = frames[-1].get("pkt_duration_time")
+    return float(value) if value not in (None, "N/A") and float(value) > 0 else None
+
+
+def short(path: Path) -> str:
+    return path.name.split("__")[-1]
+
+
+def corpus(kind: str = "video") -> list[Path]:
+    from conftest import REALVIDEO
+
+    if not (REALVIDEO / "manifest.tsv").exists():
+        return [REALVIDEO / "missing"]  # one case, which the fixture then fetches, fails (CI) or skips
+    return realvideo_files(REALVIDEO, kind)
+
+
+def _corpus_file(realvideo: Path, path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is not in the corpus at {realvideo}; run tests/realvideo/fetch again")
+    return path
+
+
+@pytest.mark.parametrize("path", corpus(), ids=short)
+def test_frames_and_times_are_ffmpegs(realvideo: Path, path: Path) -> None:
+    path = _corpus_file(realvideo, path)
+    want = ffprobe_times(path)
+    with Video(path, isolate=False, count_frames=True) as video:
+        assert video.info.num_frames == len(want)
+        assert np.abs(video.table.times - want).max() <= TIME_TOLERANCE
+    with Video(path, isolate=False) as video:  # from the packets alone: exact unless the data is damaged
+        if short(path) in DAMAGED:
+            assert video.info.num_frames > len(want)
+            return
+        assert video.info.num_frames == len(want)
+        assert np.abs(video.table.times - want).max() <= TIME_TOLERANCE
+        assert not any("truncated" in note for note in video.info.notes), video.info.notes
+        # the video ends when its last frame does: that frame's duration, else a typical gap between frames
+        last = last_frame_duration(path) or (float(np.median(np.diff(want))) if len(want) > 1 else None)
+        if last:
+            assert video.info.duration == pytest.approx(want[-1] + last, abs=TIME_TOLERANCE)
+
+
+@pytest.mark.parametrize("path", corpus(), ids=short)
+def test_sampled_pixels_are_ffmpegs_with_every_strategy(realvideo: Path, path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    path = _corpus_file(realvideo, path)
+    plans = {}
+    with Video(path, isolate=False) as video:
+        for name, options in (("default", SamplingOptions()), ("sparse", SamplingOptions.plain(num_frames=7))):
+            plans[name] = video.plan(options)
+        wanted = sorted({i for plan in plans.values() for i in plan.indices})
+        reference = ffmpeg_rgb_frames(path, wanted)
+        for strategy in STRATEGIES:
+            for name, plan in plans.items():
+                with caplog.at_level(logging.WARNING):
+                    frames = list(video.frames(plan, None, strategy=strategy))
+                assert [f.index for f in frames] == list(plan.indices)
+                replaced = [f.index for f in frames if f.replaced_by is not None]
+                if short(path) not in DAMAGED:
+                    assert not replaced, f"{strategy}/{name}: frames {replaced} could not be decoded"
+                for frame in frames:
+                    if frame.replaced_by is None:
+                        quality = psnr(frame.pixels, reference[frame.index])
+                        assert quality >= MIN_PSNR, f"{strategy}/{name}: frame {frame.index} at {quality:.1f} dB"
+
+
+def test_damaged_file_reads_what_ffmpeg_reads(realvideo: Path) -> None:
+    """box.mp4: the decoder drops one frame. The default sampling succeeds; with count_frames the table is the
+    decoder's, so every sample is a frame ffmpeg outputs and nothing is replaced."""
+    path = _corpus_file(realvideo, realvideo / "usr__share__doc__opencv-doc__opencv4__html__box.mp4")
+    want = ffprobe_times(path)
+    with Video(path, count_frames=True) as video:
+        plan = video.plan(SamplingOptions.plain(num_frames=len(want)))
+        frames = {f.index: f for f in video.frames(plan, None)}
+        assert video.report.replaced == 0
+        assert any("455 frames for 456 packets" in note for note in video.info.notes)
+    reference = ffmpeg_rgb_frames(path, range(0, len(want), 50))
+    for index, pixels in reference.items():
+        assert psnr(frames[index].pixels, pixels) >= MIN_PSNR
+
+
+def test_variable_frame_rate_is_planned_by_time(realvideo: Path) -> None:
+    """tree.avi: 68 frames whose times run from 0 to 29.5 s (the AVI lists 444 slots, most of them dropped)."""
+    path = _corpus_file(realvideo, realvideo / "usr__share__doc__opencv-doc__examples__data__tree.avi")
+    want = ffprobe_times(path)
+    with Video(path) as video:
+        info = video.info
+        assert info.variable_frame_rate and info.num_frames == len(want) == 68
+        assert info.duration == pytest.approx(29.6, abs=0.01)
+        assert not any("truncated" in note for note in info.notes)
+        plan = video.plan(SamplingOptions())
+        assert plan.time_msg == ("\nThe video lasts for 29.60 seconds, and 64 frames are uniformly sampled from it. ")
+        one_fps = video.plan(SamplingOptions.plain(fps=1))
+        assert one_fps.num_frames == 30  # one frame every second from 0.5 s to 29.5 s
+        for k, index in enumerate(one_fps.indices):  # the frame on screen at k + 0.5 s
+            at = k + 0.5
+            assert want[index] <= at and (index + 1 == len(want) or want[index + 1] > at)
+
+
+@pytest.mark.parametrize("path", corpus("novideo"), ids=short)
+def test_audio_only_file_is_refused_clearly(realvideo: Path, path: Path) -> None:
+    path = _corpus_file(realvideo, path)
+    with pytest.raises(NoVideoStreamError) as caught:
+        Video(path, isolate=False)
+    assert "no video stream" in str(caught.value) and str(path) in str(caught.value)
