@@ -12,8 +12,10 @@ import struct
 import tracemalloc
 import weakref
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -21,7 +23,7 @@ from PIL import Image
 
 from conftest import (BITS, FOLDER_FRAMES, FPS, GIF_FRAME_MS, GIF_FRAMES, HEIGHT, LONG_FRAMES, LONG_GOP,
                       ROTATED_FRAMES, SHORT_FRAMES, VFR_TIMES, WIDTH)
-from hico.synthetic.videos import read_frame_code
+from hico.synthetic.videos import frame_with_code, read_frame_code
 from hico.video.decode import SEEK_COST_FRAMES, plan_access
 from hico.video.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from hico.video.metadata import FrameTable, probe
@@ -375,3 +377,42 @@ def test_unwanted_non_reference_frames_are_not_decoded(h264_mp4: Path) -> None:
         stats = video.report.stats
     assert got == [(t, t) for t in targets]
     assert stats.decoded < 0.8 * (targets[-1] + 1), f"decoded {stats.decoded} frames to reach {targets[-1]}"
+
+
+# --- MPEG elementary and program streams: no container timing --------------------------------------------------
+
+
+def _write_mpeg(path: Path, fmt: str, codec: str, rate: Fraction, frames: int = 48) -> Path:
+    """MPEG video with B-frames; frame i shows code i. Raw elementary streams carry no timestamps of their own."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.codec_context.gop_size, stream.codec_context.max_b_frames = 12, 2
+        stream.codec_context.bit_rate = 4_000_000
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(frame_with_code(i, WIDTH, HEIGHT, BITS), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("name,fmt,codec,rate", [
+    ("es.m2v", "mpeg2video", "mpeg2video", Fraction(30000, 1001)),
+    ("es.m1v", "mpeg1video", "mpeg1video", Fraction(25)),
+    ("ps.mpg", "mpeg", "mpeg2video", Fraction(24000, 1001)),
+])
+def test_mpeg_streams_take_the_codecs_frame_rate(tmp_path: Path, name: str, fmt: str, codec: str,
+                                                 rate: Fraction) -> None:
+    path = _write_mpeg(tmp_path / name, fmt, codec, rate)
+    info, table = probe(path)
+    assert info.num_frames == 48 and not info.variable_frame_rate
+    assert info.fps == pytest.approx(float(rate), rel=1e-6)  # the raw demuxer's own guess is 25 fps
+    assert np.allclose(table.times, np.arange(48) / float(rate), atol=1e-3)
+    assert info.duration == pytest.approx(48 / float(rate), abs=1e-3)
+    with Video(path) as video:
+        plan = video.plan(SamplingOptions.plain(num_frames=9))
+        for strategy in ("auto", "seek", "sequential"):
+            assert codes(read(video, plan, strategy=strategy)) == list(plan.indices)

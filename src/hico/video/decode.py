@@ -26,6 +26,9 @@ from hico.video.preprocess import resize_frame
 SEEK_COST_FRAMES = 8  # a seek (demuxer reposition + decoder flush + thread pipeline refill) in decoded frames
 CONVERT_AHEAD = 4  # frames converted and resized on a helper thread while the decoder goes on
 STRATEGIES = ("auto", "seek", "sequential")
+# Decoders that give a frame its own packet's timestamp when other packets are skipped (skip_frame=NONREF), proven
+# on the real-video corpus. Not MPEG-1/2: there the timestamps of skipped packets shift onto later frames.
+SKIP_FRAME_CODECS = frozenset({"h264"})
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
     with av.open(path) as container, ThreadPoolExecutor(1) as converter:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        wanted = {int(table.pts[t]) for t in plan.targets} if table.pts is not None else None
+        skipping = table.pts is not None and stream.codec_context.name in SKIP_FRAME_CODECS
+        wanted = {int(table.pts[t]) for t in plan.targets} if skipping else None
         cursor = _Cursor(container, stream, table, stats, on_progress, wanted)
         waiting: deque[tuple[int, Future | None]] = deque()
         for target, seek in zip(plan.targets, plan.seek_before):
@@ -153,25 +157,23 @@ class _Cursor:
     def get(self, target: int) -> av.VideoFrame | None:
         """Decode forward to `target`. None if the target cannot be decoded (the next frame is kept).
 
-        A seek that lands after the target (an imprecise container index) is retried from earlier
-        keyframes, then from the start of the file.
+        A seek that lands after the target, or where no frame comes before the end (an imprecise container
+        index), is retried from earlier keyframes, then from the start of the file.
         """
         retries = 0
         while True:
             item, self.pending = self.pending, None
             item = item or next(self.frames, None)
-            after_seek, self.just_seeked = self.just_seeked, False
-            if item is None:
-                return None
-            index, frame = item
-            if index < target:
-                continue
-            if index == target:
-                return frame
-            if after_seek and retries < 3:
+            if item is not None and item[0] <= target:
+                self.just_seeked = False  # the seek landed at or before the target
+                if item[0] < target:
+                    continue
+                return item[1]
+            if self.just_seeked and retries < 3:
                 retries += 1
                 self.seek_before(target, earlier=retries if retries < 3 else -1)
                 continue
+            self.just_seeked = False
             self.pending = item
             return None
 

@@ -136,7 +136,7 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None,
         notes += (f"the container announces {what}{declared or 0:.2f} s but the data stops after "
                   f"{table.num_frames} frames at {end:.2f} s: the file is probably truncated",)
     variable = _is_variable(table)
-    fps = table.num_frames / end if variable else _average_fps(scan.average_rate, table, end)
+    fps = table.num_frames / end if variable else _average_fps(scan, table, end)
     info = VideoInfo(
         path=str(path), kind="file", container=scan.container, codec=codec, width=scan.width, height=scan.height,
         rotation=rotation, fps=fps, num_frames=table.num_frames,
@@ -164,6 +164,7 @@ class _Scan:
     start: float | None  # the stream's start time, seconds
     error: str  # why reading stopped early ("" when it reached the end)
     seekable_format: bool
+    timestamps: bool  # False for elementary streams (.m1v, .m2v, .h264): the format has no timing of its own
 
 
 def _decoder_name(path: Path, stream: av.video.stream.VideoStream) -> str:
@@ -213,7 +214,8 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
                  keys=keys, durations=durations, time_base=tb, average_rate=_rate(stream.average_rate),
                  codec_rate=_rate(context.framerate), declared_frames=stream.frames or 0,
                  declared_duration=declared, start=float(stream.start_time * tb) if stream.start_time is not None
-                 else None, error=error, seekable_format=container.format.name != "gif")
+                 else None, error=error, seekable_format=_seekable_format(container.format),
+                 timestamps=not container.format.flags & NO_TIMESTAMPS)
 
 
 def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
@@ -227,7 +229,7 @@ def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
     """
     keys = np.asarray(scan.keys)
     tb = scan.time_base
-    if all(p is not None for p in scan.pts):
+    if scan.timestamps and all(p is not None for p in scan.pts):
         raw = np.asarray(scan.pts, dtype=np.int64)
         order = np.argsort(raw, kind="stable")
         pts = raw[order]
@@ -237,19 +239,30 @@ def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
             return FrameTable(times=times, keyframes=key_positions, pts=pts, time_base=tb,
                               seekable=scan.seekable_format), ""
     key_positions = np.flatnonzero(keys).astype(np.int64)
-    if all(d is not None for d in scan.dts):
+    if scan.timestamps and all(d is not None for d in scan.dts):
         raw = np.asarray(scan.dts, dtype=np.int64)
         if bool(np.all(np.diff(raw) > 0)):
             times = (raw - raw[0]).astype(np.float64) * float(tb)
             return FrameTable(times=times, keyframes=key_positions, pts=None, time_base=tb, seekable=False), \
                 "not every frame carries a presentation timestamp; times come from the decoding timestamps"
-    fps = scan.average_rate or scan.codec_rate or 25.0
-    source = "the container's" if scan.average_rate else "the codec's" if scan.codec_rate else "an assumed"
+    fps = scan.codec_rate or scan.average_rate or 25.0
+    source = "the codec's" if scan.codec_rate else "the container's" if scan.average_rate else "an assumed"
+    what = "the file has no usable frame timestamps" if scan.timestamps else "an elementary stream has no timing"
     times = np.arange(len(scan.pts), dtype=np.float64) / fps
     return FrameTable(times=times, keyframes=key_positions, pts=None, time_base=tb, seekable=False), \
-        f"the file has no usable frame timestamps; times follow {source} frame rate ({fps:g} fps)"
+        f"{what}; times follow {source} frame rate ({fps:g} fps)"
 
 
+NO_TIMESTAMPS = 0x80  # FFmpeg's AVFMT_NOTIMESTAMPS: the format carries no timestamps (elementary streams)
+TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: timestamps may jump (MPEG program and transport streams)
+
+
+def _seekable_format(fmt) -> bool:
+    """Whether a seek lands where the frame table says. Formats with an index (MP4, Matroska, AVI, ...) seek to the
+    keyframe asked for. MPEG program/transport streams have none: a seek bisects on timestamps, which may jump,
+    and can land mid-GOP, where the decoder hands out frames built without their references; GIF frames draw
+    over the previous canvas. Those are read front to back."""
+    return fmt.name != "gif" and not fmt.flags & TS_DISCONT
 VERIFY_FRAMES = 24  # frames decoded while probing to check that the decoder's timestamps are the table's
 
 
@@ -368,25 +381,33 @@ def _fill_missing(ticks: list[int | None]) -> np.ndarray:
 
 
 def _end_time(scan: _Scan, table: FrameTable) -> float:
-    """Seconds from the first frame to the end of the last one (its packet duration, else the typical gap)."""
+    """Seconds from the first frame to the end of the last one: the stream's declared end where it falls within the
+    last frame (an edit list may cut that frame short), else the last packet's duration, else the typical gap."""
     last = float(table.times[-1])
+    step = 0.0
     if table.pts is not None:
         durations = dict(zip(scan.pts, scan.durations))
-        tick = durations.get(int(table.pts[-1]), 0)
-        if tick:
-            return last + tick * float(table.time_base)
-    gaps = np.diff(table.times)
-    if len(gaps):
-        return last + float(np.median(gaps))
-    rate = scan.average_rate or scan.codec_rate
-    return last + (1.0 / rate if rate else 0.0)
+        step = durations.get(int(table.pts[-1]), 0) * float(table.time_base)
+    if not step:
+        gaps = np.diff(table.times)
+        rate = scan.average_rate or scan.codec_rate
+        step = float(np.median(gaps)) if len(gaps) else (1.0 / rate if rate else 0.0)
+    # (formats without an index, MPEG program streams, only estimate their duration from the bit rate)
+    if table.pts is not None and scan.seekable_format and scan.declared_duration is not None and scan.start is not None:
+        declared = scan.declared_duration + scan.start - float(table.pts[0] * table.time_base)
+        if last < declared < last + step:
+            return declared
+    return last + step
 
 
-def _average_fps(rate: float | None, table: FrameTable, end: float) -> float:
-    """The container's average rate when it has one, else frames per second of the stream's span."""
-    if rate:
-        return rate
-    return table.num_frames / end if end > 0 else 1.0
+def _average_fps(scan: _Scan, table: FrameTable, end: float) -> float:
+    """The container's average rate (what the official reader takes) where it agrees with the frames' times, else
+    the codec's (elementary streams: the raw demuxer assumes 25 fps), else frames per second of the span."""
+    measured = table.num_frames / end if end > 0 else None
+    for rate in (scan.average_rate, scan.codec_rate):
+        if rate and (measured is None or abs(rate - measured) <= 0.02 * measured):
+            return rate
+    return measured or scan.average_rate or scan.codec_rate or 1.0
 
 
 def _is_variable(table: FrameTable) -> bool:
