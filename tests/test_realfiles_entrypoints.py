@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -36,7 +38,8 @@ H264_MP4 = "usr__share__doc__halide14__tutorial__figures__lesson_05_fast.mp4"  #
 MSVIDEO1_MKV = "usr__share__planetblupi__movie__play113.mkv"  # MS Video 1 in Matroska, 61 frames
 THEORA_OGV = "usr__share__pymecavideo__data__video__Effet_force_magnetique.ogv"  # 34 frames
 VFR_AVI = "usr__share__doc__opencv-doc__examples__data__tree.avi"  # variable frame rate: 68 frames over 29.5 s
-USED = (H264_MP4, MSVIDEO1_MKV, THEORA_OGV, VFR_AVI)
+MPEG4_AVI = "usr__share__doc__opencv-doc__examples__data__Megamind.avi"  # MPEG-4 part 2 in AVI, 270 frames
+USED = (H264_MP4, MSVIDEO1_MKV, THEORA_OGV, VFR_AVI, MPEG4_AVI)
 
 QUESTION = "Describe the picture in the video."
 TOKENS_PER_FRAME, CLIP = 16, 4
@@ -63,12 +66,22 @@ def planned(path: Path, sampling: SamplingOptions = SamplingOptions()):
         return plan, video.times(plan)
 
 
-def ffmpeg_frames(path: Path) -> tuple[list[np.ndarray], list[float]]:
-    """Every frame of a file as FFmpeg decodes it (RGB), with its time from the first frame."""
+def ffmpeg_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a file as FFmpeg decodes it (RGB), in display order."""
     with av.open(str(path)) as container:
-        decoded = [(frame.to_ndarray(format="rgb24"), frame.time) for frame in container.decode(video=0)]
-    first = decoded[0][1] or 0.0
-    return [pixels for pixels, _ in decoded], [(t if t is not None else math.nan) - first for _, t in decoded]
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def ffprobe_times(path: Path) -> list[float | None] | None:
+    """FFmpeg's time of every frame (its best-effort timestamp, which packed B-frames in AVI do not garble as
+    PyAV's pts are) from the first frame, None for a frame it gives none; None without ffprobe."""
+    if shutil.which("ffprobe") is None:
+        return None
+    lines = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                            "frame=best_effort_timestamp_time", "-of", "csv=p=0", str(path)],
+                           capture_output=True, text=True, check=True).stdout.split()
+    stamps = [None if line.strip(",") == "N/A" else float(line.strip(",")) for line in lines]
+    return [None if t is None else t - stamps[0] for t in stamps]
 
 
 def clip_pixels(frames: list[np.ndarray], indices: list[int], size: int) -> torch.Tensor:
@@ -81,7 +94,7 @@ def check_against_ffmpeg(model: hico.Hico, path: Path, tokens: torch.Tensor, ind
                          times: list[float] | None = None) -> None:
     """The first and last clip's tokens equal the model's encoding of FFmpeg's frames at these indices, and
     the times are FFmpeg's timestamps."""
-    frames, stamps = ffmpeg_frames(path)
+    frames = ffmpeg_frames(path)
     assert max(indices) < len(frames), f"sampled index {max(indices)} of {len(frames)} decodable frames"
     last = (len(indices) - 1) // CLIP * CLIP
     size = model.model.config.vision.image_size
@@ -92,21 +105,33 @@ def check_against_ffmpeg(model: hico.Hico, path: Path, tokens: torch.Tensor, ind
     torch.testing.assert_close(tokens[:per_clip], expected[0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(tokens[last * TOKENS_PER_FRAME:last * TOKENS_PER_FRAME + per_clip], expected[1],
                                rtol=1e-4, atol=1e-5)
-    if times is not None:
-        assert times == pytest.approx([stamps[i] for i in indices], abs=2e-3)
+    stamps = ffprobe_times(path) if times is not None else None
+    if stamps is not None:
+        assert len(stamps) == len(frames)
+        known = [k for k, i in enumerate(indices) if stamps[i] is not None]
+        assert len(known) >= len(indices) - 1
+        assert [times[k] for k in known] == pytest.approx([stamps[indices[k]] for k in known], abs=2e-3)
 
 
 # ---------------------------------------------------------------- 1. hico chat FILE "question"
 
-@pytest.mark.parametrize("name", [H264_MP4, MSVIDEO1_MKV, THEORA_OGV, VFR_AVI],
-                         ids=["h264-mp4", "msvideo1-mkv", "theora-ogv", "vfr-avi"])
+@pytest.mark.parametrize("name", [H264_MP4, MSVIDEO1_MKV, THEORA_OGV, VFR_AVI, MPEG4_AVI],
+                         ids=["h264-mp4", "msvideo1-mkv", "theora-ogv", "vfr-avi", "mpeg4-avi"])
 def test_chat_answers_about_a_real_file(corpus, model, name, monkeypatch, capsys) -> None:
     path = corpus[name]
-    memories, prompts = [], []
+    memories, prompts = [], []  # what the command encoded and the prompt it built, seen through spies
     encode, prompt = hico.api.Hico.encode_video, hico.api.chat_prompt
-    monkeypatch.setattr(hico.api.Hico, "encode_video",
-                        lambda self, *a, **k: memories.append(encode(self, *a, **k)) or memories[-1])
-    monkeypatch.setattr(hico.api, "chat_prompt", lambda *a, **k: prompts.append(prompt(*a, **k)) or prompts[-1])
+
+    def encode_spy(self, *args, **kwargs):
+        memories.append(encode(self, *args, **kwargs))
+        return memories[-1]
+
+    def prompt_spy(*args, **kwargs):
+        prompts.append(prompt(*args, **kwargs))
+        return prompts[-1]
+
+    monkeypatch.setattr(hico.api.Hico, "encode_video", encode_spy)
+    monkeypatch.setattr(hico.api, "chat_prompt", prompt_spy)
     assert main(["chat", str(path), QUESTION]) == 0
     answer = capsys.readouterr().out.strip()
     assert re.search(r"[a-z]", answer), f"no answer text: {answer!r}"
@@ -154,7 +179,6 @@ def test_eval_answers_every_item_of_a_benchmark_of_real_files(corpus, tmp_path, 
         assert set(result["score"]) == {"official", "strict"}
         plan, _ = planned(corpus[names[record["video"]]], SamplingOptions(max_num_frames=512))  # MLVU's setting
         assert result["frames"] == plan.num_frames, record["video"]
-    assert results[0]["response"] is not None and results[0]["frames"] == results[2]["frames"]
     summary = json.loads((out / "summary.json").read_text())["tasks"]["mlvu_mc_count"]
     assert (summary["items"], summary["scored"], summary["skipped"]) == (4, 4, 0)
 
@@ -199,13 +223,14 @@ def test_niah_haystack_cut_from_a_real_video(corpus, model, tmp_path, capsys) ->
     5th of its 25 fps frames), open answers (the toy model answers in words)."""
     haystack, needles, bench = corpus[H264_MP4], tmp_path / "needles", tmp_path / "bench"
     assert main(["niah", "needles", "--out", str(needles), "--single", "2", "--multi", "1", "--size", "64"]) == 0
-    assert main(["niah", "build", "--haystack", str(haystack), "--needles",
-                 str(needles / "niah-synthetic-singlehop.json"), "--needles", str(needles / "niah-synthetic-multihop.json"),
+    assert main(["niah", "build", "--haystack", str(haystack),
+                 "--needles", str(needles / "niah-synthetic-singlehop.json"),
+                 "--needles", str(needles / "niah-synthetic-multihop.json"),
                  "--out", str(bench), "--frames", "16", "--depths", "0,0.5,1", "--haystack-fps", "5"]) == 0
     assert main(["niah", "run", str(bench), "--answer", "open"]) == 0
     capsys.readouterr()
     settings = json.loads((bench / "niah.json").read_text())["haystack"]
-    frames, _ = ffmpeg_frames(haystack)
+    frames = ffmpeg_frames(haystack)
     assert (settings["fps"], settings["step"], settings["looped"]) == (25.0, 5, False)
     assert settings["unique_frames"] == -(-len(frames) // 5)
     (cached,) = (bench / "cache").iterdir()  # the haystack's tokens: frames 0, 5, 10, ... of the file
@@ -254,7 +279,7 @@ def test_training_sample_from_a_real_video(corpus, tmp_path, capsys) -> None:
     features = ConversationDataset(samples, base.tokenizer, config, base.model.config.vision.image_size)[0]
     size = base.model.config.vision.image_size
     assert features["clips"].shape == (plan.num_frames // CLIP, CLIP, 3, size, size)
-    frames, _ = ffmpeg_frames(corpus[H264_MP4])
+    frames = ffmpeg_frames(corpus[H264_MP4])
     expected = torch.stack([clip_pixels(frames, list(plan.indices[k:k + CLIP]), size)
                             for k in range(0, plan.num_frames, CLIP)])
     torch.testing.assert_close(features["clips"], expected, rtol=0, atol=1e-6)
@@ -262,7 +287,8 @@ def test_training_sample_from_a_real_video(corpus, tmp_path, capsys) -> None:
     assert int((ids == IMAGE_TOKEN_INDEX).sum()) == 1
     text = base.tokenizer.decode(ids[ids >= 0])
     assert f"{plan.time_msg.strip()} {QUESTION}" in text
-    assert base.tokenizer.decode(targets[targets >= 0]).strip().startswith("a yellow star")
+    learned = base.tokenizer.decode(targets[targets >= 0])
+    assert "a yellow star" in learned and QUESTION not in learned and "seconds" not in learned  # the answer only
     loss = TrainingModel(base.model)(**collate([features]))["loss"]
     assert torch.isfinite(loss) and loss > 0
 
@@ -280,4 +306,5 @@ def test_training_sample_from_a_real_video(corpus, tmp_path, capsys) -> None:
     after = load_file(str(out / "model.safetensors"))
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k].float(), after[k].float()) for k in before)  # the step changed weights
-    assert hico.load(out).answer(hico.load(out).encode_video(corpus[H264_MP4]), QUESTION).strip()
+    trained = hico.load(out)  # the official layout with its tokenizer, and it answers
+    assert trained.answer(trained.encode_video(corpus[H264_MP4]), QUESTION).strip()
