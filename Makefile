@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-slow test-lmms tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
+.PHONY: demo test ffmpeg realvideo test-slow test-lmms tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,19 @@ demo: $(STAMP)
 tiny-model: $(STAMP)
 	$(BIN)/python -m hico.embedded --work build/tiny-model --out src/hico/embedded/weights
 
-test: $(STAMP)
+# Debian's ffmpeg is the oracle of the real-video tests: installed here when missing and apt-get can (as root);
+# the corpus they read (Debian's sample videos) is fetched into build/realvideo on first use.
+test: $(STAMP) ffmpeg
 	$(BIN)/pytest
+
+ffmpeg:
+	@command -v ffprobe >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	    && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg) >/dev/null; } \
+	    || echo "note: Debian's ffmpeg is missing (apt-get install ffmpeg); the real-video tests are skipped"
+
+# The real-video corpus (tests/realvideo/packages) into build/realvideo; the tests fetch it themselves too.
+realvideo:
+	tests/realvideo/fetch build/realvideo
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -95,16 +95,27 @@ def audio_only(media: Path) -> Path:
 REALVIDEO = Path(os.environ.get("HICO_REALVIDEO", Path(__file__).resolve().parents[1] / "build" / "realvideo"))
 
 
+_FETCHED: list[str] = []  # the fetch's outcome, once per test session: "" when the corpus is there, else why not
+
+
+def fetch_realvideo() -> str:
+    """Fetch the corpus (a no-op when it is complete); "" on success, else the reason it could not be had."""
+    if not _FETCHED:
+        fetch = Path(__file__).resolve().parent / "realvideo" / "fetch"
+        result = subprocess.run([str(fetch), str(REALVIDEO)], capture_output=True, text=True)
+        ok = result.returncode == 0 and (REALVIDEO / "manifest.tsv").exists()
+        _FETCHED.append("" if ok else f"the real-video corpus could not be fetched into {REALVIDEO}: "
+                        f"{result.stderr.strip()[-300:]}")
+    return _FETCHED[0]
+
+
 @pytest.fixture(scope="session")
 def realvideo() -> Path:
     """The corpus folder, fetched on first use. Under CI a corpus that cannot be had fails the run; elsewhere
     (no network to Debian's registry, no ffprobe) the tests that need it are skipped with the reason."""
-    fetch = Path(__file__).resolve().parent / "realvideo" / "fetch"
-    result = subprocess.run([str(fetch), str(REALVIDEO)], capture_output=True, text=True)
-    if result.returncode != 0 or not (REALVIDEO / "manifest.tsv").exists():
-        reason = f"the real-video corpus could not be fetched into {REALVIDEO}: {result.stderr.strip()[-300:]}"
+    reason = fetch_realvideo()
+    if reason:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
     return REALVIDEO
-
