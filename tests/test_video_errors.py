@@ -589,3 +589,42 @@ def test_cli_frames_writes_into_a_new_folder(capfd: pytest.CaptureFixture, tmp_p
             assert image.size == (224, 224)
             back = image.convert("RGB").resize((WIDTH, HEIGHT), Image.Resampling.BICUBIC)
             assert videos.read_frame_code(np.asarray(back), BITS) == index
+
+
+def _concealed_copy(src: Path, dst: Path) -> tuple[Path, int]:
+    """A copy with 40 bytes of noise inside the frame data where the decoder repairs the damage (error
+    concealment) instead of rejecting a packet: every frame still comes out, some flagged corrupt. Returns the
+    copy and how many frames a plain PyAV decode flags."""
+    data = src.read_bytes()
+    start, end = data.find(b"mdat"), data.find(b"moov")
+    for seed in range(20):
+        for where in (0.3, 0.5, 0.7):
+            damaged = bytearray(data)
+            at = int(start + (end - start) * where)
+            damaged[at:at + 40] = np.random.default_rng(seed).integers(0, 256, 40, dtype=np.uint8).tobytes()
+            dst.write_bytes(bytes(damaged))
+            frames, flagged, rejected = 0, 0, 0
+            with av.open(str(dst)) as container:
+                for packet in container.demux(video=0):
+                    try:
+                        for frame in packet.decode():
+                            frames, flagged = frames + 1, flagged + frame.is_corrupt
+                    except av.error.FFmpegError:
+                        rejected += 1
+            if flagged and not rejected and frames == SOURCE_FRAMES:
+                return dst, flagged
+    pytest.skip("no damage found that the decoder conceals without dropping a frame")
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["in-process", "worker"])
+def test_concealed_frames_are_kept_flagged_and_counted(broken: Path, plain_mp4: Path, isolate: bool,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    path, flagged = _concealed_copy(plain_mp4, broken / f"concealed_{isolate}.mp4")
+    with Video(path, isolate=isolate, max_replaced=0.0) as video:
+        plan = video.plan(SamplingOptions.plain(num_frames=SOURCE_FRAMES))
+        with caplog.at_level("WARNING"):
+            frames = list(video.frames(plan))
+        stats = video.report.stats
+    assert [f.index for f in frames] == list(range(SOURCE_FRAMES))  # nothing lost, nothing replaced
+    assert sum(f.concealed for f in frames) == stats.concealed == flagged
+    assert "repaired damaged data in" in caplog.text

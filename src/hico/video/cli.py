@@ -90,9 +90,12 @@ def cmd_frames(args: argparse.Namespace) -> None:
             Image.fromarray(frame.pixels).save(staging / name)
             written += 1
         replaced = video.report.replaced
+        stats = video.report.stats
     size = f"{args.size}x{args.size}" if args.size else "original size"
     print(f"wrote {written} frames ({size}) to {out}"
-          + (f"; {replaced} undecodable samples were replaced by neighbours" if replaced else ""))
+          + (f"; {replaced} undecodable samples were replaced by neighbours" if replaced else "")
+          + (f"; {stats.concealed} were repaired by the decoder's error concealment" if stats.concealed else "")
+          + (f"; the decoder rejected {stats.errors} damaged packets" if stats.errors else ""))
 
 
 def register(sub) -> None:

@@ -58,6 +58,7 @@ class DecodedFrame:
     index: int
     pixels: np.ndarray | None  # (H, W, 3) uint8 RGB; None when the frame could not be decoded
     reason: str = ""
+    concealed: bool = False  # the decoder flagged it corrupt and repaired it by error concealment (kept, as FFmpeg does)
 
 
 def plan_access(table: FrameTable, targets: Sequence[int], strategy: str = "auto") -> AccessPlan:
@@ -107,28 +108,28 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
         skipping = table.pts is not None and stream.codec_context.name in SKIP_FRAME_CODECS
         wanted = {int(table.pts[t]) for t in plan.targets} if skipping else None
         cursor = _Cursor(container, stream, table, stats, on_progress, wanted)
-        waiting: deque[tuple[int, Future | None]] = deque()
+        waiting: deque[tuple[int, Future | None, bool]] = deque()
         for target, seek in zip(plan.targets, plan.seek_before):
             if seek:
                 cursor.seek_before(target)
             frame = cursor.get(target)
             if frame is None:
                 stats.missing.append(target)
-                waiting.append((target, None))
+                waiting.append((target, None, False))
             else:
                 stats.converted += 1
                 stats.concealed += int(frame.is_corrupt)
-                waiting.append((target, converter.submit(_to_rgb, frame, size, autorotate)))
+                waiting.append((target, converter.submit(_to_rgb, frame, size, autorotate), bool(frame.is_corrupt)))
             while len(waiting) > CONVERT_AHEAD:
                 yield _collect(*waiting.popleft())
         while waiting:
             yield _collect(*waiting.popleft())
 
 
-def _collect(target: int, conversion: Future | None) -> DecodedFrame:
+def _collect(target: int, conversion: Future | None, concealed: bool) -> DecodedFrame:
     if conversion is None:
         return DecodedFrame(target, None, "no decodable frame at this position")
-    return DecodedFrame(target, conversion.result())
+    return DecodedFrame(target, conversion.result(), concealed=concealed)
 
 
 class _Cursor:

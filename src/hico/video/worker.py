@@ -107,8 +107,8 @@ def _serve_decode(out_fd: int, request: dict, table: FrameTable) -> None:
         if item.pixels is None:
             _send(out_fd, {"type": "frame", "index": item.index, "reason": item.reason})
         else:
-            _send(out_fd, {"type": "frame", "index": item.index, "shape": list(item.pixels.shape)},
-                  item.pixels.tobytes())
+            _send(out_fd, {"type": "frame", "index": item.index, "shape": list(item.pixels.shape),
+                           "concealed": item.concealed}, item.pixels.tobytes())
     done = asdict(stats)
     done["maxrss_kb"] = _maxrss_kb()
     _send(out_fd, {"type": "done", "stats": done})
@@ -269,7 +269,7 @@ class WorkerClient:
                     pixels = None
                     if "shape" in header:
                         pixels = np.frombuffer(payload, np.uint8).reshape(header["shape"])
-                    yield DecodedFrame(header["index"], pixels, header.get("reason", ""))
+                    yield DecodedFrame(header["index"], pixels, header.get("reason", ""), header.get("concealed", False))
                     if self.proc is not proc:
                         raise RuntimeError(f"{self.path}: this read was abandoned (the worker was closed or moved "
                                            "on to another file); start a new read")
