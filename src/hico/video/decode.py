@@ -20,11 +20,12 @@ import numpy as np
 from PIL import Image
 
 from hico.errors import OptionError
-from hico.video.metadata import FrameTable
+from hico.video.metadata import FrameTable, thread_type
 from hico.video.preprocess import resize_frame
 
 SEEK_COST_FRAMES = 8  # a seek (demuxer reposition + decoder flush + thread pipeline refill) in decoded frames
 CONVERT_AHEAD = 4  # frames converted and resized on a helper thread while the decoder goes on
+CONVERT_BYTES = 128 << 20  # ... and no more than this many bytes of RGB frames (fewer for very large frames)
 STRATEGIES = ("auto", "seek", "sequential")
 # Decoders that give a frame its own packet's timestamp when other packets are skipped (skip_frame=NONREF), proven
 # on the real-video corpus. Not MPEG-1/2: there the timestamps of skipped packets shift onto later frames.
@@ -104,7 +105,9 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
     stats.strategy = plan.strategy
     with av.open(path) as container, ThreadPoolExecutor(1) as converter:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = thread_type(stream)
+        ahead = max(1, min(CONVERT_AHEAD, CONVERT_BYTES // max(1, 3 * stream.codec_context.width *
+                                                               stream.codec_context.height)))
         skipping = table.pts is not None and stream.codec_context.name in SKIP_FRAME_CODECS
         wanted = {int(table.pts[t]) for t in plan.targets} if skipping else None
         cursor = _Cursor(container, stream, table, stats, on_progress, wanted)
@@ -120,7 +123,7 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
                 stats.converted += 1
                 stats.concealed += int(frame.is_corrupt)
                 waiting.append((target, converter.submit(_to_rgb, frame, size, autorotate), bool(frame.is_corrupt)))
-            while len(waiting) > CONVERT_AHEAD:
+            while len(waiting) > ahead:
                 yield _collect(*waiting.popleft())
         while waiting:
             yield _collect(*waiting.popleft())
