@@ -96,7 +96,9 @@ def run(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "c
             schedule = config.dropout_schedule
             if schedule.enabled:
                 ours["last_logits_drop"] = model.prefill(embeds, span, schedule).logits[0, -1]
-            embeds, span = model.embed(input_ids, ours["projector_out"])  # generation: end to end
+            # generation: end to end in float32; in half precision from the reference projector output too, since
+            # ToMe matches flip on rounding (see projector_out above) and the dropout then keeps other tokens
+            embeds, span = model.embed(input_ids, ours["projector_out"] if exact else visual)
             ours["generated_full"] = _greedy(model, model.prefill(embeds, span), reference.get("generated_full"))
             if schedule.enabled:
                 ours["generated_drop"] = _greedy(model, model.prefill(embeds, span, schedule),
