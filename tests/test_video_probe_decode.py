@@ -7,6 +7,9 @@ against the index the sampling plan asked for, not against another run of the sa
 from __future__ import annotations
 
 import gc
+import os
+import shutil
+import subprocess
 import math
 import struct
 import tracemalloc
@@ -416,3 +419,21 @@ def test_mpeg_streams_take_the_codecs_frame_rate(tmp_path: Path, name: str, fmt:
         plan = video.plan(SamplingOptions.plain(num_frames=9))
         for strategy in ("auto", "seek", "sequential"):
             assert codes(read(video, plan, strategy=strategy)) == list(plan.indices)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None and not os.environ.get("CI"), reason="needs Debian's ffmpeg")
+def test_edit_list_that_starts_mid_gop_counts_only_shown_frames(h264_mp4: Path, tmp_path: Path) -> None:
+    """`ffmpeg -ss T -c copy` keeps the GOP before T for decoding and an edit list that hides it: those frames are
+    decoded as references but never shown, so they are not frames of the video (FFmpeg outputs none of them)."""
+    trimmed = tmp_path / "trimmed.mp4"
+    start = 70  # frames: inside the second GOP of 50, so 20 leading frames are hidden
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", f"{start / FPS}", "-i", str(h264_mp4), "-c", "copy",
+                    str(trimmed)], check=True)
+    info, table = probe(trimmed)
+    assert info.num_frames == LONG_FRAMES - start
+    assert np.allclose(table.times, np.arange(info.num_frames) / FPS, atol=1e-3)
+    with Video(trimmed, isolate=False) as video:
+        plan = video.plan(SamplingOptions.plain(num_frames=9))
+        for strategy in ("auto", "seek", "sequential"):
+            assert codes(read(video, plan, strategy=strategy)) == [start + i for i in plan.indices]
+        assert video.access_plan(plan, "seek").frames_to_decode < LONG_FRAMES  # no detour through the last GOP

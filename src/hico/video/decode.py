@@ -71,7 +71,9 @@ def plan_access(table: FrameTable, targets: Sequence[int], strategy: str = "auto
     if not table.seekable or len(keys) == 0 or not targets:
         last = targets[-1] + 1 if targets else 0
         return AccessPlan(targets, (False,) * len(targets), "sequential", last)
-    key_of = keys[np.searchsorted(keys, np.asarray(targets), side="right") - 1]
+    ranks = np.searchsorted(keys, np.asarray(targets), side="right") - 1
+    # a frame before the first keyframe (an edit list that starts mid-GOP) is reached from the start of the file
+    key_of = np.where(ranks >= 0, keys[np.maximum(ranks, 0)], 0)
     position = -1  # last frame decoded
     seek_before, work = [], 0
     for target, key in zip(targets, key_of.tolist()):

@@ -205,7 +205,9 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
     error = ""
     try:
         for packet in container.demux(stream):
-            if packet.size == 0:  # an empty packet: a dropped frame (AVI) or the demuxer's end marker
+            if packet.size == 0 or packet.is_discard:
+                # an empty packet is a dropped frame (AVI) or the demuxer's end marker; a discarded one is decoded
+                # only as a reference for later frames and never shown (an MP4 edit list that starts mid-GOP)
                 continue
             pts.append(packet.pts)
             dts.append(packet.dts)

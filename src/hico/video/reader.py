@@ -141,6 +141,9 @@ class Video:
         if stats.concealed:
             log.warning("%s: the decoder repaired damaged data in %d sampled frames; they may show artefacts",
                         self.path, stats.concealed)
+        if stats.unplaced:
+            log.warning("%s: %d decoded frames carried timestamps out of order or unknown to the container and were "
+                        "left out", self.path, stats.unplaced)
         if stats.errors:
             log.warning("%s: the decoder rejected %d damaged packets; the frames around them may show artefacts",
                         self.path, stats.errors)
