@@ -437,3 +437,15 @@ def test_edit_list_that_starts_mid_gop_counts_only_shown_frames(h264_mp4: Path, 
         for strategy in ("auto", "seek", "sequential"):
             assert codes(read(video, plan, strategy=strategy)) == [start + i for i in plan.indices]
         assert video.access_plan(plan, "seek").frames_to_decode < LONG_FRAMES  # no detour through the last GOP
+
+
+def test_cover_art_is_not_the_video() -> None:
+    """An attached picture (cover art) is a one-frame video stream; the video is the first other one."""
+    from types import SimpleNamespace
+
+    from hico.video.metadata import video_stream
+
+    cover = SimpleNamespace(disposition=av.stream.Disposition.attached_pic | av.stream.Disposition.default)
+    movie = SimpleNamespace(disposition=av.stream.Disposition.default)
+    assert video_stream(SimpleNamespace(streams=SimpleNamespace(video=[cover, movie]))) is movie
+    assert video_stream(SimpleNamespace(streams=SimpleNamespace(video=[cover]))) is cover  # a picture alone

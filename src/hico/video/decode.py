@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from hico.errors import OptionError
-from hico.video.metadata import FrameTable, thread_type
+from hico.video.metadata import FrameTable, thread_type, video_stream
 from hico.video.preprocess import resize_frame
 
 SEEK_COST_FRAMES = 8  # a seek (demuxer reposition + decoder flush + thread pipeline refill) in decoded frames
@@ -106,7 +106,7 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
     plan = plan_access(table, targets, strategy)
     stats.strategy = plan.strategy
     with av.open(path) as container, ThreadPoolExecutor(1) as converter:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         stream.thread_type = thread_type(stream)
         ahead = max(1, min(CONVERT_AHEAD, CONVERT_BYTES // max(1, 3 * stream.codec_context.width *
                                                                stream.codec_context.height)))

@@ -113,7 +113,7 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None,
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise NoVideoStreamError(path, f"has no video stream (streams: {', '.join(kinds)})",
                                      "Pass a file that contains video; audio-only files cannot be used")
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         codec = _decoder_name(path, stream)
         scan = _scan(container, stream, on_progress)
     table, timing_note = _frame_table(scan)
@@ -165,6 +165,14 @@ class _Scan:
     error: str  # why reading stopped early ("" when it reached the end)
     seekable_format: bool
     timestamps: bool  # False for elementary streams (.m1v, .m2v, .h264): the format has no timing of its own
+
+
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The video: the first video stream that is not an attached picture (cover art in MP4 or Matroska is a
+    one-frame video stream, sometimes the first one), else the first video stream."""
+    streams = container.streams.video
+    moving = [s for s in streams if not s.disposition & av.stream.Disposition.attached_pic]
+    return (moving or list(streams))[0]
 
 
 FRAME_THREAD_PIXELS = 3840 * 2160  # above 4K UHD, frame threads (one frame each in flight) cost too much memory
@@ -291,7 +299,7 @@ def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, str]:
     wanted = min(VERIFY_FRAMES, table.num_frames)
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
+            stream = video_stream(container)
             stream.thread_type = thread_type(stream)
             for frame in _decode_tolerant(container, stream):
                 if not seen:
@@ -330,7 +338,7 @@ def _decoded_table(path: Path, table: FrameTable, on_progress=None) -> tuple[Fra
     stamps, best, corrupt = [], [], 0
     clock = BestEffortClock()
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container)
         stream.thread_type = thread_type(stream)
         for frame in _decode_tolerant(container, stream):
             stamps.append(frame.pts)
