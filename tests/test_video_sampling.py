@@ -6,10 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hico.errors import OptionError
-from hico.video.sampling import SamplingOptions, official_frame_indices, plan_samples, time_message
+from hico.video.sampling import (SamplingOptions, official_frame_indices, plan_samples, plan_samples_by_time,
+                                 time_message)
 
 SHARED = Path(os.environ.get("HICO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SAMPLING_JSON = SHARED / "conformance" / "sampling.json"
@@ -117,3 +119,38 @@ def test_unknown_policy_is_refused() -> None:
 def test_start_past_end_of_video_names_duration() -> None:
     with pytest.raises(OptionError, match=r"past the end of the video \(10.00 s long\)"):
         plan_samples(300, 30.0, SamplingOptions.plain(start=12))
+
+
+# --- planning by time (variable frame rate) ----------------------------------------------------------------------
+
+IRREGULAR = (0.0, 1.0, 5.0, 6.0, 10.0)  # five frames over 11 s: long holds between bursts
+
+
+def test_by_time_takes_the_frame_on_screen_every_1_over_fps_seconds() -> None:
+    # fps 0.5: samples at 1, 3, 5, 7, 9 s; on screen then: frames 1 (from 1 s), 1, 2 (from 5 s), 3 (from 6 s), 3
+    plan = plan_samples_by_time(IRREGULAR, 11.0, SamplingOptions.plain(fps=0.5))
+    assert plan.indices == (1, 1, 2, 3, 3)
+    assert plan.duration == 11.0 and plan.time_msg == time_message(11.0, 5)
+
+
+def test_by_time_middle_of_equal_time_slices() -> None:
+    # 4 samples of 11 s: slice middles 1.375, 4.125, 6.875, 9.625 s -> frames 1, 1, 3, 3
+    assert plan_samples_by_time(IRREGULAR, 11.0, SamplingOptions.plain(num_frames=4)).indices == (1, 1, 3, 3)
+
+
+def test_by_time_dynamic_fps1_counts_from_the_real_duration() -> None:
+    # 100 s hold 20 frames at irregular times: the official rule on 100 s gives 96 samples (12 segments of 8), but
+    # the 64-frame floor shrinks to 16 (the floor above the frame count falls to whole multiples of 8)
+    times = np.cumsum(np.r_[0.0, np.full(19, 100 / 20)])
+    plan = plan_samples_by_time(times, 100.0, SamplingOptions())
+    assert plan.num_frames == 96
+    assert plan.time_msg == time_message(100.0, 96)
+    assert plan_samples_by_time(times, 100.0, SamplingOptions(max_num_frames=8, min_num_frames=64)).num_frames == 16
+
+
+def test_by_time_range_is_clamped_like_the_official_reader() -> None:
+    plan = plan_samples_by_time(IRREGULAR, 11.0, SamplingOptions.plain(fps=1, start=4.5, end=1e6))
+    # 4.5 s to 10.9 s (0.1 s before the end): samples at 5, 6, ..., 10 s -> frames 2, 3, 3, 3, 3, 4
+    assert plan.duration == pytest.approx(6.4) and plan.indices == (2, 3, 3, 3, 3, 4)
+    with pytest.raises(OptionError, match="at or past the end"):
+        plan_samples_by_time(IRREGULAR, 11.0, SamplingOptions.plain(fps=1, start=20))

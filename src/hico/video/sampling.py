@@ -137,6 +137,17 @@ def time_message(duration: float, num_frames: int) -> str:
     return f"\nThe video lasts for {duration:.2f} seconds, and {num_frames} frames are uniformly sampled from it. "
 
 
+def clip_range(options: SamplingOptions, duration: float) -> tuple[float, float]:
+    """The asked range clamped as the official reader clamps it: start at least 0, end at least END_MARGIN before
+    the end of the video."""
+    start = max(0.0, options.start if options.start is not None else 0.0)
+    end = min(duration - END_MARGIN, options.end if options.end is not None else math.inf)
+    if start >= end:
+        raise OptionError(f"start time {start:g} s is at or past the end of the video "
+                          f"({duration:.2f} s long); choose a start below {max(0.0, duration - END_MARGIN):.2f} s")
+    return start, end
+
+
 def plan_samples(vlen: int, fps: float, options: SamplingOptions = SamplingOptions()) -> SamplePlan:
     """Plan which of a video's `vlen` frames (average rate `fps`) to read.
 
@@ -150,11 +161,7 @@ def plan_samples(vlen: int, fps: float, options: SamplingOptions = SamplingOptio
     duration = vlen / fps
     offset = 0
     if options.has_clip:
-        start = max(0.0, options.start if options.start is not None else 0.0)
-        end = min(duration - END_MARGIN, options.end if options.end is not None else math.inf)
-        if start >= end:
-            raise OptionError(f"start time {start:g} s is at or past the end of the video "
-                              f"({duration:.2f} s long); choose a start below {max(0.0, duration - END_MARGIN):.2f} s")
+        start, end = clip_range(options, duration)
         duration = end - start
         vlen = int(duration * fps)
         offset = int(start * fps)
@@ -200,13 +207,7 @@ def plan_samples_by_time(times: np.ndarray, duration: float,
         raise OptionError("the video has no frames to sample")
     if not duration > 0:
         raise OptionError(f"the video's duration ({duration}) is not positive")
-    start, end = 0.0, duration
-    if options.has_clip:
-        start = max(0.0, options.start if options.start is not None else 0.0)
-        end = min(duration - END_MARGIN, options.end if options.end is not None else math.inf)
-        if start >= end:
-            raise OptionError(f"start time {start:g} s is at or past the end of the video "
-                              f"({duration:.2f} s long); choose a start below {max(0.0, duration - END_MARGIN):.2f} s")
+    start, end = clip_range(options, duration) if options.has_clip else (0.0, duration)
     seconds = end - start
     first = max(int(np.searchsorted(times, start, side="right")) - 1, 0)
     available = int(np.searchsorted(times, end, side="left")) - first
