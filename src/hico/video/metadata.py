@@ -242,8 +242,8 @@ def _scan(container: av.container.InputContainer, stream: av.video.stream.VideoS
 def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
     """Each frame's presentation time, from the best timestamps the packets carry.
 
-    - every packet has a distinct pts: the frames' times are the sorted pts, and a decoded frame is known by
-      its pts (so seeking and skipping are possible);
+    - every packet has a distinct pts: the frames' times are the sorted pts (in AVI, which stores only frame
+      slots, the slots), and a decoded frame is known by its pts (so seeking and skipping are possible);
     - otherwise (AVI with packed B-frames carries pts on some packets only) the decode timestamps, which step
       through the frame slots in order, give the times, and a frame is known by its place in decoding order;
     - neither (elementary streams): a constant rate, the codec's own where the container has none.
@@ -256,6 +256,10 @@ def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
         pts = raw[order]
         if bool(np.all(np.diff(pts) > 0)):
             times = (pts - pts[0]).astype(np.float64) * float(tb)
+            slots = np.asarray(scan.dts if scan.container in SLOT_FORMATS and None not in scan.dts else [],
+                               dtype=np.int64)
+            if len(slots) and bool(np.all(np.diff(slots) > 0)):
+                times = (slots - slots[0]).astype(np.float64) * float(tb)  # the container's own times
             key_positions = np.flatnonzero(keys[order]).astype(np.int64)
             return FrameTable(times=times, keyframes=key_positions, pts=pts, time_base=tb,
                               seekable=scan.seekable_format), ""
@@ -274,6 +278,9 @@ def _frame_table(scan: _Scan) -> tuple[FrameTable, str]:
         f"{what}; times follow {source} frame rate ({fps:g} fps)"
 
 
+# Containers that store no presentation times, only each packet's slot in decoding order (AVI's index): the pts
+# a demuxer hands out there are its guesses (newer FFmpeg adds the decoder delay), so times come from the slots.
+SLOT_FORMATS = frozenset({"avi"})
 NO_TIMESTAMPS = 0x80  # FFmpeg's AVFMT_NOTIMESTAMPS: the format carries no timestamps (elementary streams)
 TS_DISCONT = 0x200  # FFmpeg's AVFMT_TS_DISCONT: timestamps may jump (MPEG program and transport streams)
 
