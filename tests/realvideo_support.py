@@ -119,28 +119,43 @@ def ffmpeg_rgb_frames(path: Path, indices: Iterable[int]) -> dict[int, np.ndarra
     """The wanted frames (0-based: frame i is the i-th frame ffmpeg decodes from the first video stream, with
     every frame passed through, none dropped or duplicated) as height x width x 3 uint8 RGB arrays, display
     rotation applied as ffmpeg does by default. Streams ffmpeg's output, so only the wanted frames stay in memory;
-    indices past the end are missing from the answer."""
+    indices past the end are missing from the answer.
+
+    Frames come as PPM images, each with its own size. `-flags unaligned` lets the decoder crop a frame to the
+    stream's picture size exactly (a Theora picture 214 wide in a 224-wide frame: without it FFmpeg stops at
+    218 to keep the rows aligned), as hico's reader asks too."""
     wanted = set(indices)
-    width, height = display_size(path)
-    size = width * height * 3
     # interl=-1: interlaced frames are converted field by field (their chroma belongs to one field), as the FFmpeg
     # inside PyAV does; Debian's 5.1 command line otherwise mixes the fields' chroma (39 dB on an SVCD); progressive
     # frames convert as before
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough",
-               "-vf", "scale=interl=-1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-flags", "unaligned", "-i", str(path), "-map", "0:v:0",
+               "-fps_mode", "passthrough", "-vf", "scale=interl=-1", "-f", "image2pipe", "-c:v", "ppm",
+               "-pix_fmt", "rgb24", "-"]
     frames: dict[int, np.ndarray] = {}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as ffmpeg:
         assert ffmpeg.stdout is not None
         index = 0
         while wanted - frames.keys():
-            chunk = ffmpeg.stdout.read(size)
-            if len(chunk) < size:
+            frame = _read_ppm(ffmpeg.stdout)
+            if frame is None:
                 break
             if index in wanted:
-                frames[index] = np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3).copy()
+                frames[index] = frame.copy()
             index += 1
         ffmpeg.kill()
     return frames
+
+
+def _read_ppm(stream) -> np.ndarray | None:
+    """One binary PPM image (FFmpeg writes "P6\\n<width> <height>\\n255\\n", then the RGB rows); None at the end."""
+    if not stream.readline().startswith(b"P6"):
+        return None
+    width, height = (int(v) for v in stream.readline().split())
+    stream.readline()  # the maximum value, 255
+    data = stream.read(width * height * 3)
+    if len(data) < width * height * 3:
+        return None
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

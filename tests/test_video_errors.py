@@ -628,3 +628,24 @@ def test_concealed_frames_are_kept_flagged_and_counted(broken: Path, plain_mp4: 
     assert [f.index for f in frames] == list(range(SOURCE_FRAMES))  # nothing lost, nothing replaced
     assert sum(f.concealed for f in frames) == stats.concealed == flagged
     assert "repaired damaged data in" in caplog.text
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["in-process", "worker"])
+def test_count_frames_counts_what_the_decoder_gives(corrupt_mp4: Path, isolate: bool) -> None:
+    """From the packets a damaged file promises every frame; decoding them all (as ffprobe -count_frames) finds the
+    ones the decoder drops, and a read then replaces nothing: each sample is a frame the decoder gives."""
+    with av.open(str(corrupt_mp4)) as container:  # the oracle: a plain decode, rejected packets skipped
+        container.streams.video[0].thread_type = "AUTO"  # frame threads, as FFmpeg's command line decodes
+        codes = []
+        for packet in container.demux(video=0):
+            try:
+                codes += [videos.read_frame_code(f.to_ndarray(format="rgb24"), BITS) for f in packet.decode()]
+            except av.error.FFmpegError:
+                pass
+    assert len(codes) < SOURCE_FRAMES
+    with Video(corrupt_mp4, isolate=isolate, max_replaced=0.0, count_frames=True) as video:
+        assert video.info.num_frames == len(codes) and video.info.frame_count == "decoded"
+        plan = video.plan(SamplingOptions.plain(num_frames=len(codes)))
+        frames = list(video.frames(plan))
+    assert video.report.replaced == 0
+    assert [videos.read_frame_code(f.pixels, BITS) for f in frames] == [codes[i] for i in plan.indices]

@@ -108,6 +108,9 @@ def decode_file(path: str, table: FrameTable, targets: Sequence[int], *, size: i
     with av.open(path) as container, ThreadPoolExecutor(1) as converter:
         stream = video_stream(container)
         stream.thread_type = thread_type(stream)
+        # crop frames to the stream's picture size exactly (a Theora picture 214 wide in a 224-wide frame would
+        # otherwise keep 4 columns of padding to stay row-aligned)
+        stream.codec_context.flags |= av.codec.context.Flags.unaligned
         ahead = max(1, min(CONVERT_AHEAD, CONVERT_BYTES // max(1, 3 * stream.codec_context.width *
                                                                stream.codec_context.height)))
         skipping = table.pts is not None and stream.codec_context.name in SKIP_FRAME_CODECS

@@ -117,7 +117,11 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None,
         codec = _decoder_name(path, stream)
         scan = _scan(container, stream, on_progress)
     table, timing_note = _frame_table(scan)
-    rotation, verified, first_note = _first_frames(path, table)
+    rotation, verified, ended, first_note = _first_frames(path, table)
+    if ended and not count_frames:
+        # a short file was decoded to its end while probing and gave fewer frames than packets (a GIF trailer, a
+        # packet without a picture): take the decoder's frames, as count_frames would
+        count_frames = True
     if table.pts is not None and not verified:
         # the decoder's timestamps are not the packets' (a muxer that wrote pts = dts for reordered frames):
         # frames are then told apart by their order from the start of the stream, which a plain decode defines
@@ -294,15 +298,16 @@ def _seekable_format(fmt) -> bool:
 VERIFY_FRAMES = 24  # frames decoded while probing to check that the decoder's timestamps are the table's
 
 
-def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, str]:
-    """Decode the first frames in order: the display rotation (frame side data) and whether the decoder's
-    frame timestamps are the table's pts, in order, so that a decoded frame can be known by its pts.
+def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, bool, str]:
+    """Decode the first frames in order: the display rotation (frame side data); whether the decoder's frame
+    timestamps are the table's pts, in order, so that a decoded frame can be known by its pts; and whether the
+    decoder ran out before giving as many frames as the table has packets.
 
     Muxers that write pts = dts for streams with reordered frames make the decoder hand out timestamps out of
     order; frames are then known by their place in decoding order instead. A damaged first frame the decoder
     drops does not count against the timestamps (the ones that come must still be the table's, in order).
     """
-    rotation, seen, note = 0, [], ""
+    rotation, seen, note, ended = 0, [], "", False
     wanted = min(VERIFY_FRAMES, table.num_frames)
     try:
         with av.open(str(path)) as container:
@@ -314,16 +319,18 @@ def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, str]:
                 seen.append(frame.pts)
                 if len(seen) >= wanted:
                     break
+            else:
+                ended = len(seen) < wanted
     except av.error.FFmpegError as exc:
         note = f"the first frames do not decode ({exc})"
     if not seen:
-        return 0, False, note or "no frame decoded while probing"
+        return 0, False, False, note or "no frame decoded while probing"
     if table.pts is None or any(p is None for p in seen):
-        return rotation, False, note
+        return rotation, False, ended, note
     stamps = np.asarray(seen, dtype=np.int64)
     rows = np.searchsorted(table.pts, stamps)
     known = bool(np.all(rows < len(table.pts)) and np.all(table.pts[np.minimum(rows, len(table.pts) - 1)] == stamps))
-    return rotation, known and bool(np.all(np.diff(stamps) > 0)), note
+    return rotation, known and bool(np.all(np.diff(stamps) > 0)), ended, note
 
 
 def _decode_tolerant(container, stream):
