@@ -117,19 +117,25 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None,
         codec = _decoder_name(path, stream)
         scan = _scan(container, stream, on_progress)
     table, timing_note = _frame_table(scan)
-    rotation, verified, ended, first_note = _first_frames(path, table)
-    if ended and not count_frames:
-        # a short file was decoded to its end while probing and gave fewer frames than packets (a GIF trailer, a
-        # packet without a picture): take the decoder's frames, as count_frames would
-        count_frames = True
+    run = None
+    if count_frames:  # one decode of every frame gives the rotation and the timestamp check too
+        run = _decode_all(path, on_progress)
+        rotation, first_note = run.rotation, ""
+        verified = _pts_verified(table, run.pts[:VERIFY_FRAMES])
+    else:
+        rotation, verified, ended, first_note = _first_frames(path, table)
+        if ended:
+            # a short file was decoded to its end while probing and gave fewer frames than packets (a GIF trailer,
+            # a packet without a picture): take the decoder's frames, as count_frames does
+            run = _decode_all(path, on_progress)
     if table.pts is not None and not verified:
         # the decoder's timestamps are not the packets' (a muxer that wrote pts = dts for reordered frames):
         # frames are then told apart by their order from the start of the stream, which a plain decode defines
         table = replace(table, pts=None, seekable=False)
         timing_note = timing_note or ("the decoder's frame timestamps disagree with the container's; frames are "
                                       "read front to back")
-    if count_frames:
-        table, decode_note = _decoded_table(path, table, on_progress)
+    if run is not None:
+        table, decode_note = _decoded_table(table, run)
         timing_note = decode_note or timing_note
     end = _end_time(scan, table)
     declared = scan.declared_duration
@@ -144,7 +150,7 @@ def probe(path: str | Path, folder_fps: float = FOLDER_FPS, on_progress=None,
     info = VideoInfo(
         path=str(path), kind="file", container=scan.container, codec=codec, width=scan.width, height=scan.height,
         rotation=rotation, fps=fps, num_frames=table.num_frames,
-        frame_count="decoded" if count_frames else "counted", duration=end,
+        frame_count="decoded" if run is not None else "counted", duration=end,
         keyframes=len(table.keyframes), variable_frame_rate=variable, notes=notes)
     return info, table
 
@@ -325,12 +331,16 @@ def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, bool, str]:
         note = f"the first frames do not decode ({exc})"
     if not seen:
         return 0, False, False, note or "no frame decoded while probing"
-    if table.pts is None or any(p is None for p in seen):
-        return rotation, False, ended, note
+    return rotation, _pts_verified(table, seen), ended, note
+
+
+def _pts_verified(table: FrameTable, seen: list[int | None]) -> bool:
+    """Whether the decoder's first frame timestamps are rows of the table's pts, strictly increasing."""
+    if table.pts is None or not seen or any(p is None for p in seen):
+        return False
     stamps = np.asarray(seen, dtype=np.int64)
-    rows = np.searchsorted(table.pts, stamps)
-    known = bool(np.all(rows < len(table.pts)) and np.all(table.pts[np.minimum(rows, len(table.pts) - 1)] == stamps))
-    return rotation, known and bool(np.all(np.diff(stamps) > 0)), ended, note
+    rows = np.minimum(np.searchsorted(table.pts, stamps), len(table.pts) - 1)
+    return bool(np.all(table.pts[rows] == stamps) and np.all(np.diff(stamps) > 0))
 
 
 def _decode_tolerant(container, stream):
@@ -343,18 +353,26 @@ def _decode_tolerant(container, stream):
         yield from frames
 
 
-def _decoded_table(path: Path, table: FrameTable, on_progress=None) -> tuple[FrameTable, str]:
-    """The frame table of a plain decode of every frame in order (what FFmpeg's command line outputs).
+@dataclass(frozen=True)
+class _DecodeRun:
+    """What a plain decode of every frame in order saw: each frame's pts and FFmpeg's best-effort time."""
 
-    Frames known by pts keep the rows whose frames came out; frames known by order keep the packets' times when
-    the decoder gave one frame per packet, else take FFmpeg's best-effort timestamps (`BestEffortClock`).
-    """
-    stamps, best, corrupt = [], [], 0
+    pts: list[int | None]
+    best: list[int | None]
+    rotation: int
+    corrupt: int  # frames the decoder repaired by error concealment
+
+
+def _decode_all(path: Path, on_progress=None) -> _DecodeRun:
+    """Decode every frame in order (no RGB conversion), as `ffprobe -count_frames` does."""
+    stamps, best, corrupt, rotation = [], [], 0, 0
     clock = BestEffortClock()
     with av.open(str(path)) as container:
         stream = video_stream(container)
         stream.thread_type = thread_type(stream)
         for frame in _decode_tolerant(container, stream):
+            if not stamps:
+                rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
             stamps.append(frame.pts)
             best.append(clock(frame.pts, frame.dts))
             corrupt += bool(frame.is_corrupt)
@@ -363,19 +381,30 @@ def _decoded_table(path: Path, table: FrameTable, on_progress=None) -> tuple[Fra
     if not stamps:
         raise NoDecodableFramesError(path, "none of its frames could be decoded",
                                      "The video data is damaged; re-encode or re-download it")
-    note = f"{corrupt} frames were repaired by the decoder's error concealment" if corrupt else ""
+    return _DecodeRun(stamps, best, rotation, corrupt)
+
+
+def _decoded_table(table: FrameTable, run: _DecodeRun) -> tuple[FrameTable, str]:
+    """The frame table of a plain decode of every frame in order (what FFmpeg's command line outputs).
+
+    Frames known by pts keep the rows whose frames came out; frames known by order keep the packets' times when
+    the decoder gave one frame per packet, else take FFmpeg's best-effort timestamps (`BestEffortClock`).
+    """
+    note = f"{run.corrupt} frames were repaired by the decoder's error concealment" if run.corrupt else ""
+    count = len(run.pts)
+    lost = f"the decoder gave {count} frames for {table.num_frames} packets" if count != table.num_frames else ""
+    notes = "; ".join(n for n in (lost, note) if n)
     if table.pts is not None:
-        keep = np.isin(table.pts, np.asarray([p for p in stamps if p is not None], dtype=np.int64))
+        keep = np.isin(table.pts, np.asarray([p for p in run.pts if p is not None], dtype=np.int64))
         rows = np.flatnonzero(keep)
         keys = np.flatnonzero(np.isin(np.arange(table.num_frames), table.keyframes)[rows]).astype(np.int64)
         return replace(table, times=table.times[rows] - table.times[rows[0]], pts=table.pts[rows],
-                       keyframes=keys), note
-    if len(stamps) == table.num_frames:
-        return table, note
-    ticks = _fill_missing(best)
+                       keyframes=keys), notes
+    if count == table.num_frames:
+        return table, notes
+    ticks = _fill_missing(run.best)
     times = (ticks - ticks[0]).astype(np.float64) * float(table.time_base)
-    lost = f"the decoder gave {len(stamps)} frames for {table.num_frames} packets"
-    return replace(table, times=times), "; ".join(n for n in (lost, note) if n)
+    return replace(table, times=times), notes
 
 
 class BestEffortClock:
