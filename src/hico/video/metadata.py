@@ -1,9 +1,11 @@
 """Open a video input and describe it: metadata plus a frame table (timestamps and keyframes) for planning.
 
 Inputs are media files read with PyAV (bundled FFmpeg; GIF included) or folders of numbered frames.
-The frame table comes from demuxing every packet without decoding: an exact frame count, each frame's
-presentation timestamp, and where the keyframes are, which the decoder needs to choose between seeking
-and one forward pass.
+Frame n is the n-th frame a plain decode of the file in order gives (what FFmpeg's command line outputs), at its
+presentation time from the first frame. The frame table comes from demuxing every packet without decoding (the
+count, the times, where the keyframes are, which the decoder needs to choose between seeking and one forward
+pass), checked against the first decoded frames: whether frames can be known by their timestamps or only by
+their order. `count_frames` decodes every frame instead, for files whose decoder drops frames.
 """
 
 from __future__ import annotations
