@@ -229,7 +229,9 @@ def _frames(container, stream, table: FrameTable, stats: DecodeStats, on_progres
 
 
 def _to_rgb(frame: av.VideoFrame, size: int | None, autorotate: bool) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
+    # one swscale thread: the conversion already runs beside the decoder, and PyAV's default (threaded
+    # conversion) costs a dozen context switches a frame on 2 cores for identical pixels
+    rgb = frame.to_ndarray(format="rgb24", threads=1)
     if autorotate and frame.rotation:
         rgb = np.ascontiguousarray(np.rot90(rgb, k=round(frame.rotation / 90) % 4))
     return resize_frame(rgb, size) if size else rgb
