@@ -248,10 +248,10 @@ def rss_child(target: str, isolate: bool) -> None:
     from hico.video import Video  # noqa: F401  (the import alone is the baseline)
 
     result = sparse_read(Path(target), "auto", isolate) if target != "-" else {}
-    from hico.video.worker import _maxrss_kb  # VmHWM where Linux has it
+    from hico.video.worker import peak_rss_kb  # VmHWM where Linux has it
 
     result["ru_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result["maxrss_kb"] = _maxrss_kb()
+    result["maxrss_kb"] = peak_rss_kb()
     print(json.dumps(result))
 
 

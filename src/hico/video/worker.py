@@ -110,11 +110,11 @@ def _serve_decode(out_fd: int, request: dict, table: FrameTable) -> None:
             _send(out_fd, {"type": "frame", "index": item.index, "shape": list(item.pixels.shape),
                            "concealed": item.concealed}, item.pixels.tobytes())
     done = asdict(stats)
-    done["maxrss_kb"] = _maxrss_kb()
+    done["maxrss_kb"] = peak_rss_kb()
     _send(out_fd, {"type": "done", "stats": done})
 
 
-def _maxrss_kb() -> int:
+def peak_rss_kb() -> int:
     """This process's peak resident memory. On Linux `ru_maxrss` keeps the parent's peak across fork + exec,
     so the per-address-space high-water mark (VmHWM) is read instead where it exists."""
     try:
