@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -318,12 +319,9 @@ def _first_frames(path: Path, table: FrameTable) -> tuple[int, bool, bool, str]:
     rotation, seen, note, ended = 0, [], "", False
     wanted = min(VERIFY_FRAMES, table.num_frames)
     try:
-        with av.open(str(path)) as container:
-            stream = video_stream(container)
-            stream.thread_type = thread_type(stream)
-            for frame in _decode_tolerant(container, stream):
-                if not seen:
-                    rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
+        with closing(_frames_in_order(path)) as frames:
+            for frame in frames:
+                rotation = rotation if seen else _rotation(frame)
                 seen.append(frame.pts)
                 if len(seen) >= wanted:
                     break
@@ -345,14 +343,23 @@ def _pts_verified(table: FrameTable, seen: list[int | None]) -> bool:
     return bool(np.all(table.pts[rows] == stamps) and np.all(np.diff(stamps) > 0))
 
 
-def _decode_tolerant(container, stream):
-    """Frames in decoding order; a packet the decoder rejects is skipped, as FFmpeg's command line does."""
-    for packet in container.demux(stream):
-        try:
-            frames = packet.decode()
-        except av.error.FFmpegError:
-            continue
-        yield from frames
+def _frames_in_order(path: Path):
+    """Every frame of the video stream in decoding order; a packet the decoder rejects is skipped, as FFmpeg's
+    command line does."""
+    with av.open(str(path)) as container:
+        stream = video_stream(container)
+        stream.thread_type = thread_type(stream)
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue
+            yield from frames
+
+
+def _rotation(frame: av.VideoFrame) -> int:
+    """The display rotation a frame carries (side data), in counter-clockwise degrees, a multiple of 90."""
+    return int(round((frame.rotation or 0) / 90.0)) * 90 % 360
 
 
 @dataclass(frozen=True)
@@ -369,17 +376,13 @@ def _decode_all(path: Path, on_progress=None) -> _DecodeRun:
     """Decode every frame in order (no RGB conversion), as `ffprobe -count_frames` does."""
     stamps, best, corrupt, rotation = [], [], 0, 0
     clock = BestEffortClock()
-    with av.open(str(path)) as container:
-        stream = video_stream(container)
-        stream.thread_type = thread_type(stream)
-        for frame in _decode_tolerant(container, stream):
-            if not stamps:
-                rotation = int(round((frame.rotation or 0) / 90.0)) * 90 % 360
-            stamps.append(frame.pts)
-            best.append(clock(frame.pts, frame.dts))
-            corrupt += bool(frame.is_corrupt)
-            if on_progress is not None and len(stamps) % 256 == 0:
-                on_progress(len(stamps))
+    for frame in _frames_in_order(path):
+        rotation = rotation if stamps else _rotation(frame)
+        stamps.append(frame.pts)
+        best.append(clock(frame.pts, frame.dts))
+        corrupt += bool(frame.is_corrupt)
+        if on_progress is not None and len(stamps) % 256 == 0:
+            on_progress(len(stamps))
     if not stamps:
         raise NoDecodableFramesError(path, "none of its frames could be decoded",
                                      "The video data is damaged; re-encode or re-download it")
