@@ -455,8 +455,7 @@ def _end_time(scan: _Scan, table: FrameTable) -> float:
     last = float(table.times[-1])
     step = 0.0
     if table.pts is not None:
-        durations = dict(zip(scan.pts, scan.durations))
-        step = durations.get(int(table.pts[-1]), 0) * float(table.time_base)
+        step = scan.durations[scan.pts.index(int(table.pts[-1]))] * float(table.time_base)
     if not step:
         gaps = np.diff(table.times)
         rate = scan.average_rate or scan.codec_rate
