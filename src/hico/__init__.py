@@ -1,7 +1,8 @@
 """hico: long-video understanding with hierarchical visual-token compression (a VideoChat-Flash runtime).
 
-`hico.load(path)` loads a checkpoint; `hico.video` reads videos. Imports are lazy so that the decode worker
-(which imports this package) starts without torch.
+`hico.load(path)` loads a checkpoint as a `Hico` engine (`generate`, `score`, `generate_many`); `hico.VideoStore`
+encodes and caches videos for it; `hico.video` reads videos. Imports are lazy so that the decode worker (which
+imports this package) starts without torch.
 """
 
 import logging
@@ -24,9 +25,15 @@ for _name in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_name).addFilter(_ImportNoise())
 
 
-def __getattr__(name: str):
-    if name in ("load", "Hico"):
-        from hico import api
+_EXPORTS = {"load": "hico.api", "Hico": "hico.api", "VideoStore": "hico.store", "Stored": "hico.store",
+            "GenerationConfig": "hico.generate", "Answer": "hico.generate", "Request": "hico.engine",
+            "Completion": "hico.engine", "Engine": "hico.engine", "Likelihood": "hico.engine",
+            "DropSchedule": "hico.compress", "SamplingOptions": "hico.video.sampling", "VideoMemory": "hico.memory"}
 
-        return getattr(api, name)
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'hico' has no attribute {name!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,10 +21,12 @@ from tqdm import tqdm
 from hico.checkpoint import (CheckpointError, HicoConfig, check_state_dict, is_hub_id, load_state_dict,
                              resolve_checkpoint, weight_files)
 from hico.compress import DropSchedule
-from hico.errors import HicoError
-from hico.generate import GenerationOptions, generate
+from hico.engine import AnswerStream, Completion, Likelihood, Request
+from hico.errors import HicoError, NonFiniteError, OptionError
+from hico.generate import Answer, GenerationConfig, TextStream, Timings, run_decoding, timed
 from hico.memory import VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key, save_prefix
-from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix
+from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix, nonfinite_cause, reserve_cache
+from hico.store import ENCODE_BATCH_CLIPS, Stored, VideoStore
 from hico.prompt import IMAGE, chat_prompt, tokenize
 from hico.video.preprocess import image_clip
 from hico.video.sampling import SamplePlan, SamplingOptions
@@ -32,7 +34,6 @@ from hico.video.sampling import SamplePlan, SamplingOptions
 if TYPE_CHECKING:
     from hico.video.reader import Video
 
-ENCODE_BATCH_CLIPS = 8  # clips per tower call: bounds activation memory whatever the video length
 PREFILL_CHUNK = 4096  # prompt tokens per pass through the layers: bounds activation memory whatever the length
 
 
@@ -47,6 +48,7 @@ class Hico:
         self.prefill_chunk: int | None = PREFILL_CHUNK
         self.reuse_prefix = True  # keep each video's prefilled prefix for its next questions
         self.quantization: str | None = None
+        self._store: VideoStore | None = None
 
     @property
     def tokens_id(self) -> str:
@@ -95,13 +97,18 @@ class Hico:
             for clip in source.clips(plan, self.model.config.vision.image_size, frames_per_clip):
                 batch.append(clip.pixels)
                 if len(batch) == ENCODE_BATCH_CLIPS:
-                    chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
+                    chunks.append(self.encode_clip_batch(batch))
                     bar.update(len(batch))
                     batch = []
             if batch:
-                chunks.append(self.model.encode_clips(torch.stack(batch)).flatten(0, 1))
+                chunks.append(self.encode_clip_batch(batch))
                 bar.update(len(batch))
         return torch.cat(chunks)
+
+    @torch.inference_mode()
+    def encode_clip_batch(self, clips: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(clips * 64, hidden) tokens of preprocessed clips, in order (at most ENCODE_BATCH_CLIPS at a time)."""
+        return self.model.encode_clips(torch.stack(list(clips))).flatten(0, 1)
 
     @torch.inference_mode()
     def encode_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -109,40 +116,178 @@ class Hico:
         size, frames = self.model.config.vision.image_size, self.model.config.local_num_frames
         return self.model.encode_clips(torch.stack([image_clip(image, size, frames) for image in images]))
 
-    @torch.inference_mode()
-    def answer(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
-               options: GenerationOptions = GenerationOptions(), *, dropout: DropSchedule | None = None,
-               on_text: Callable[[str], None] | None = None, prefix_dir: str | Path | None = None) -> str:
-        """Answer a question about an encoded video; `on_text` receives the answer as it grows (streaming).
+    def schedule(self, dropout: DropSchedule | str | None = None) -> DropSchedule:
+        """The dropout schedule a setting stands for on this model (`DropSchedule.parse` reads settings):
+        None or "default" is the checkpoint's inference setting, "model" its configured schedule even where
+        `mm_llm_compress` leaves it off, "off" none; a schedule must fit the model's depth."""
+        config = self.model.config
+        if dropout is None or dropout == "default":
+            schedule = config.dropout
+        elif dropout == "model":
+            schedule = config.dropout_schedule
+            if not schedule.enabled:
+                raise OptionError("--dropout model: the checkpoint's config.json sets no in-LLM dropout "
+                                  "(llm_compress_layer_list); use --dropout off")
+        elif isinstance(dropout, DropSchedule):
+            schedule = dropout
+        else:
+            schedule = DropSchedule.parse(dropout)
+            return self.schedule(schedule)
+        schedule.check_depth(config.llm["num_hidden_layers"])
+        return schedule
 
-        The prompt up to the end of the visual tokens is the same for every question about a video: it is
-        prefilled once and kept on `memory` (and in `prefix_dir` when given), so a question prefills only
-        its own tokens."""
-        if self.tokenizer is None:
-            raise HicoError("this checkpoint folder has no tokenizer files (tokenizer.json or vocab.json + "
-                            "merges.txt); copy them from the released model")
+    def prompt_ids(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
+                   prompt: str | None = None) -> torch.Tensor:
+        """The chat prompt's ids with one IMAGE_TOKEN_INDEX for the video; `prompt`, when given, is a whole
+        prompt text holding `<image>` once (a protocol's own template, e.g. NIAH's), used as is."""
+        self._need_tokenizer()
+        if prompt is not None:
+            if prompt.count(IMAGE) != 1:
+                raise HicoError(f"a prompt holds the placeholder {IMAGE} exactly once, found {prompt.count(IMAGE)}")
+            return tokenize(prompt, self.tokenizer)
         if not question.strip():
             raise HicoError("the question is empty; ask something about the video")
         if any(IMAGE in text for text in (question, *(t for turn in history for t in turn))):
             raise HicoError(f"the conversation holds the text {IMAGE}, which stands for the video in the prompt; "
                             "remove it from the question and history")
-        input_ids = tokenize(chat_prompt(question, memory.time_msg, history), self.tokenizer)
-        prefill = self.prefill(memory, input_ids, dropout if dropout is not None else self.model.config.dropout,
-                               prefix_dir=prefix_dir)
-        step = lambda token: self.model.decode(torch.tensor([[token]]), prefill.cache)[0, -1]  # noqa: E731
-        tokens: list[int] = []
-        shown = ""
+        return tokenize(chat_prompt(question, memory.time_msg, history), self.tokenizer)
 
-        def stream(token: int) -> None:
-            nonlocal shown
-            tokens.append(token)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            if on_text is not None and len(text) > len(shown) and not text.endswith("\ufffd"):
-                on_text(text[len(shown):])
-                shown = text
+    def _need_tokenizer(self) -> None:
+        if self.tokenizer is None:
+            raise HicoError("this checkpoint folder has no tokenizer files (tokenizer.json or vocab.json + "
+                            "merges.txt); copy them from the released model")
 
-        generate(step, prefill.logits[0, -1], options, self.stop_ids(), stream)
-        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    def stream(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (), *,
+               config: GenerationConfig = GenerationConfig(), dropout: DropSchedule | str | None = None,
+               cancel: object = None, prefix_dir: str | Path | None = None,
+               prompt: str | None = None) -> AnswerStream:
+        """`generate` as an iterator of text pieces; the `Answer` is on the stream once it is exhausted:
+
+            stream = model.stream(memory, "What happens?")
+            for piece in stream:
+                print(piece, end="", flush=True)
+            print(stream.answer.finish_reason)
+        """
+        return AnswerStream(self._generation(memory, question, history, config, dropout, cancel, prefix_dir,
+                                             prompt))
+
+    def generate(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (), *,
+                 config: GenerationConfig = GenerationConfig(), dropout: DropSchedule | str | None = None,
+                 on_token: Callable[[str], None] | None = None, cancel: object = None,
+                 prefix_dir: str | Path | None = None, prompt: str | None = None) -> Answer:
+        """Answer a question about an encoded video (the chat template, the video's time message, `history`
+        as earlier (question, answer) turns).
+
+        `on_token(piece)` receives the text each new token makes visible (streaming). `cancel` (an Event or
+        a callable) is polled before every token: when set, generation stops with finish_reason "cancelled".
+        `config.stop` strings end the answer (finish_reason "stop"). The prompt up to the end of the visual
+        tokens is prefilled once per video and kept on `memory` (and in `prefix_dir` when given), so a later
+        question prefills only its own tokens."""
+        stream = self.stream(memory, question, history, config=config, dropout=dropout, cancel=cancel,
+                             prefix_dir=prefix_dir, prompt=prompt)
+        for piece in stream:
+            if piece and on_token is not None:
+                on_token(piece)
+        return stream.answer
+
+    @torch.inference_mode()
+    def _generation(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]],
+                    config: GenerationConfig, dropout: DropSchedule | str | None, cancel: object,
+                    prefix_dir: str | Path | None, prompt: str | None) -> Iterator[str]:
+        elapsed = timed()
+        input_ids = self.prompt_ids(memory, question, history, prompt)
+        schedule = self.schedule(dropout)
+        prefill = self.prefill(memory, input_ids, schedule, prefix_dir=prefix_dir)
+        prefilled = elapsed()
+        reserve_cache(prefill.cache, config.max_new_tokens)
+        step = lambda token: self.model.decode_step(torch.tensor([[token]]), prefill.cache)[0, -1]  # noqa: E731
+        text = TextStream(self.tokenizer, config.stop)
+        first: float | None = None
+        decoding = run_decoding(step, prefill.logits[0, -1], config, self.stop_ids(), text, cancel,
+                                nonfinite=self._nonfinite_decoding)
+        while True:
+            try:
+                piece = next(decoding)
+            except StopIteration as done:
+                finish = done.value
+                break
+            if first is None:
+                first = elapsed()
+            yield piece
+        total = elapsed()
+        first = first if first is not None else total
+        visual = int(memory.tokens.shape[0])
+        return Answer(text=text.text.strip(), token_ids=tuple(text.tokens),
+                      prompt_tokens=int(input_ids.numel()) - 1 + visual, completion_tokens=len(text.tokens),
+                      finish_reason=finish, visual_tokens=visual,
+                      timings=Timings(prefill_s=prefilled, decode_s=total - first, first_token_s=first))
+
+    def _nonfinite_decoding(self) -> Exception:
+        """The error for NaN/inf logits while decoding, with the likely cause (damaged weights, float16)."""
+        return NonFiniteError("decoding (the logits of a new token)", str(self.model.dtype).removeprefix("torch."),
+                              nonfinite_cause(self.model, self.model.llm))
+
+    @torch.inference_mode()
+    def answer(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
+               options: GenerationConfig = GenerationConfig(), *, dropout: DropSchedule | str | None = None,
+               on_text: Callable[[str], None] | None = None, prefix_dir: str | Path | None = None) -> str:
+        """The answer's text alone (`generate` gives the counts, finish reason and timings too)."""
+        return self.generate(memory, question, history, config=options, dropout=dropout, on_token=on_text,
+                             prefix_dir=prefix_dir).text
+
+    @torch.inference_mode()
+    def likelihood(self, memory: VideoMemory, question: str, continuation: str | Sequence[int],
+                   history: Sequence[tuple[str, str]] = (), *, dropout: DropSchedule | str | None = None,
+                   prompt: str | None = None) -> Likelihood:
+        """Teacher-forced: the log-probability of `continuation` (text, or token ids) after the prompt, token
+        by token, with the arg-max token at each of its positions."""
+        input_ids = self.prompt_ids(memory, question, history, prompt)
+        target = list(continuation) if not isinstance(continuation, str) else \
+            self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not target:
+            raise HicoError("the continuation to score is empty")
+        prefill = self.prefill(memory, input_ids, self.schedule(dropout))
+        rows = prefill.logits[0, -1:]
+        if len(target) > 1:
+            rows = torch.cat([rows, self.model.decode(torch.tensor([target[:-1]]), prefill.cache)[0]])
+        logprobs = torch.log_softmax(rows.float(), dim=-1)
+        picked = logprobs[torch.arange(len(target)), torch.tensor(target, device=logprobs.device)]
+        return Likelihood(token_ids=tuple(target), token_logprobs=tuple(picked.tolist()),
+                          argmax_ids=tuple(rows.argmax(dim=-1).tolist()))
+
+    def score(self, memory: VideoMemory, question: str, continuation: str | Sequence[int],
+              history: Sequence[tuple[str, str]] = (), *, dropout: DropSchedule | str | None = None,
+              prompt: str | None = None) -> float:
+        """The summed log-probability of `continuation` after the question (teacher-forced)."""
+        return self.likelihood(memory, question, continuation, history, dropout=dropout, prompt=prompt).logprob
+
+    def generate_many(self, requests: Iterable[Request], store: VideoStore | None = None) -> Iterator[Completion]:
+        """Answer requests in order, one `Completion` each (an error for that request is on its completion,
+        not raised). A request names its video by an encoded `VideoMemory` or by a path, which `store` (by
+        default the engine's own) decodes and encodes, or takes from its cache. This is the `Engine`
+        interface that eval and serve call; another backend can stand behind it."""
+        store = store if store is not None else self.store
+        for request in requests:
+            started = timed()
+            try:
+                if isinstance(request.video, VideoMemory):
+                    stored = Stored(request.video, "given", 0.0)
+                else:
+                    stored = store.get(request.video, request.sampling, **dict(request.video_options))
+                answer = self.generate(stored.memory, request.question, request.history, config=request.config,
+                                       dropout=request.dropout, prompt=request.prompt, cancel=request.cancel,
+                                       on_token=request.on_token)
+            except HicoError as exc:
+                yield Completion(request, None, exc, None, started())
+                continue
+            yield Completion(request, answer, None, stored, started())
+
+    @property
+    def store(self) -> VideoStore:
+        """The engine's default `VideoStore` (in memory only; made on first use)."""
+        if self._store is None:
+            self._store = VideoStore(self)
+        return self._store
 
     @torch.inference_mode()
     def prefill(self, memory: VideoMemory, input_ids: torch.Tensor, schedule: DropSchedule, *,
@@ -180,7 +325,7 @@ class Hico:
         return prefix
 
     def chat(self, video: str | Path, question: str, sampling: SamplingOptions = SamplingOptions(),
-             options: GenerationOptions = GenerationOptions(), *, cache_dir: str | Path | None = None,
+             options: GenerationConfig = GenerationConfig(), *, cache_dir: str | Path | None = None,
              **kwargs) -> str:
         """Encode a video and answer one question; with `cache_dir`, both the video's tokens and its
         prefilled prefix are kept there for the next question."""

@@ -147,6 +147,20 @@ def _storage(new: torch.Tensor, held_states: torch.Tensor, held: int, capacity: 
     return store
 
 
+def reserve_cache(cache: DynamicCache, tokens: int) -> None:
+    """Make room for `tokens` more tokens in every layer of a prefilled cache, so that decoding writes each
+    new token's keys and values in place: one copy of the cache at the next token instead of one per token
+    (the stock layer concatenates). Layers that are not `ReservedLayer`s are turned into ones."""
+    for index, layer in enumerate(cache.layers):
+        if not isinstance(layer, ReservedLayer):
+            reserved = ReservedLayer()
+            if layer.is_initialized:
+                reserved.lazy_initialization(layer.keys, layer.values)
+                reserved.keys, reserved.values = layer.keys, layer.values
+            cache.layers[index] = layer = reserved
+        layer.reserve(layer.get_seq_length() + tokens)
+
+
 def prompt_cache(config) -> DynamicCache:
     """A KV cache whose layers reserve room for a prompt's chunks (`ReservedLayer`)."""
     cache = DynamicCache(config=config)
@@ -252,8 +266,9 @@ class HicoModel(nn.Module):
                       chunk: int | None = None) -> Prefill:
         """Continue a prefix with the rest of the prompt (1, S, hidden): equal to prefilling the whole prompt.
 
-        The prefix's tensors are shared, not copied: the cache only ever appends by concatenation."""
-        cache = DynamicCache(config=self.llm.config)
+        The prefix's tensors are shared, not copied: appending to a layer (by concatenation, or into new
+        storage reserved by `reserve_cache`) never writes into them."""
+        cache = prompt_cache(self.llm.config)
         for layer, (keys, values) in zip(cache.layers, prefix.kv):
             layer.lazy_initialization(keys, values)
             layer.keys, layer.values = keys, values
@@ -349,16 +364,26 @@ class HicoModel(nn.Module):
 
     @finite_outputs
     def decode(self, token_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """(1, t) new tokens after the cached ones -> (1, t, vocab) logits; each layer uses its own positions."""
+        """(1, t) new tokens after the cached ones -> (1, t, vocab) logits; each layer uses its own positions.
+        Every stage's output is checked for NaN/inf (`finite_outputs`)."""
+        return self.decode_step(token_ids, cache)
+
+    def decode_step(self, token_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """`decode` without the per-stage finiteness hooks: the engine's loop, which checks the logits it
+        picks from instead (`hico.generate`). Layers at the same cache length share one RoPE table."""
         llm = self.llm.model
         hidden = llm.embed_tokens(token_ids.to(self.device))
         steps = token_ids.shape[1]
+        tables: dict[int, tuple] = {}
         for index, layer in enumerate(self._layers()):
             past = cache.get_seq_length(index)
-            positions = torch.arange(past, past + steps, device=hidden.device)[None]
+            if past not in tables:
+                positions = torch.arange(past, past + steps, device=hidden.device)[None]
+                tables[past] = (positions, llm.rotary_emb(hidden, positions))
+            positions, rope = tables[past]
             mask = None if steps == 1 else _continuation_mask(past, steps, hidden.device)
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions,
-                           position_embeddings=llm.rotary_emb(hidden, positions), cache=cache, use_cache=True)
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope,
+                           cache=cache, use_cache=True)
         return self.llm.lm_head(llm.norm(hidden))
 
 
@@ -432,19 +457,24 @@ class FiniteWatch:
         raise NonFiniteError(name, str(self.model.dtype).removeprefix("torch."), self._cause(module))
 
     def _cause(self, module: nn.Module) -> str:
-        prefix = next(n for n, m in self.model.named_modules() if m is module)
-        vision_prefix = self.model.config.vision_prefix
-        damaged = [hico_to_official(f"{prefix}.{n}", vision_prefix) for n, p in module.named_parameters()
-                   if not bool(torch.isfinite(p).all())]
-        if damaged:
-            more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
-            return (f"the checkpoint's weight {damaged[0]}{more} holds NaN or inf, so the weights are damaged; "
-                    "download the checkpoint again")
-        if self.model.dtype == torch.float16:
-            return ("float16 overflow (activations beyond float16's largest value, 65,504, as Qwen2's are known "
-                    "to reach); use bfloat16 or float32 (--dtype bfloat16)")
-        return ("its weights are finite, so the input or the precision produced it; try float32 "
-                "(--dtype float32), and check the checkpoint files are complete")
+        return nonfinite_cause(self.model, module)
+
+
+def nonfinite_cause(model: HicoModel, module: nn.Module) -> str:
+    """The likely cause of NaN/inf after `module`: its damaged weights (named by their official keys), float16
+    overflow, or the input and precision."""
+    prefix = next(n for n, m in model.named_modules() if m is module)
+    damaged = [hico_to_official(f"{prefix}.{n}" if prefix else n, model.config.vision_prefix)
+               for n, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+    if damaged:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        return (f"the checkpoint's weight {damaged[0]}{more} holds NaN or inf, so the weights are damaged; "
+                "download the checkpoint again")
+    if model.dtype == torch.float16:
+        return ("float16 overflow (activations beyond float16's largest value, 65,504, as Qwen2's are known "
+                "to reach); use bfloat16 or float32 (--dtype bfloat16)")
+    return ("its weights are finite, so the input or the precision produced it; try float32 "
+            "(--dtype float32), and check the checkpoint files are complete")
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
