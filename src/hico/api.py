@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,8 @@ from hico.compress import DropSchedule
 from hico.engine import AnswerStream, Completion, Likelihood, Request
 from hico.errors import HicoError, NonFiniteError, OptionError
 from hico.generate import Answer, GenerationConfig, TextStream, Timings, run_decoding, timed
-from hico.memory import VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key, save_prefix
+from hico.memory import (PREFIX_BYTES, VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key,
+                         save_prefix)
 from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix, nonfinite_cause, reserve_cache
 from hico.store import ENCODE_BATCH_CLIPS, Stored, VideoStore
 from hico.prompt import IMAGE, chat_prompt, tokenize
@@ -47,8 +49,10 @@ class Hico:
         self.name = name or model_id  # what people call it: the checkpoint folder's name
         self.prefill_chunk: int | None = PREFILL_CHUNK
         self.reuse_prefix = True  # keep each video's prefilled prefix for its next questions
+        self.prefix_bytes = PREFIX_BYTES  # at most this much prefix kept per video (`VideoMemory.keep_prefix`)
         self.quantization: str | None = None
         self._store: VideoStore | None = None
+        self.stores: weakref.WeakSet[VideoStore] = weakref.WeakSet()  # stores holding memories of this engine
 
     @property
     def tokens_id(self) -> str:
@@ -321,7 +325,9 @@ class Hico:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_prefix(prefix, path)
-        memory.keep_prefix(key, prefix)
+        memory.keep_prefix(key, prefix, self.prefix_bytes)
+        for store in list(self.stores):
+            store.trim()  # a store's budget counts the prefixes its memories keep
         return prefix
 
     def chat(self, video: str | Path, question: str, sampling: SamplingOptions = SamplingOptions(),

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 HASH_CHUNK = 1 << 20
 PREFIX_FORMAT = 1
 PREFIXES_KEPT = 2  # prefixes a memory holds in RAM (one per dropout schedule/model in use); the oldest goes first
+PREFIX_BYTES = 2 << 30  # and the bytes they may take together; a prefix larger than this is not kept
 
 
 class MemoryFileError(HicoError):
@@ -57,11 +58,19 @@ class VideoMemory:
         data = self.tokens.detach().cpu().contiguous().view(torch.uint8).numpy()
         return "tokens-" + hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
 
-    def keep_prefix(self, key: str, prefix: VideoPrefix) -> None:
+    def keep_prefix(self, key: str, prefix: VideoPrefix, max_bytes: int = PREFIX_BYTES) -> None:
+        """Keep a prefix for the next questions: at most PREFIXES_KEPT of them and `max_bytes` together,
+        the least recently used going first; one larger than `max_bytes` alone is not kept."""
         self.prefixes.pop(key, None)
+        if prefix.nbytes > max_bytes:
+            return
         self.prefixes[key] = prefix
-        while len(self.prefixes) > PREFIXES_KEPT:
+        while len(self.prefixes) > PREFIXES_KEPT or self.prefix_nbytes > max_bytes:
             self.prefixes.pop(next(iter(self.prefixes)))
+
+    @property
+    def prefix_nbytes(self) -> int:
+        return sum(prefix.nbytes for prefix in self.prefixes.values())
 
     def save(self, path: str | Path) -> Path:
         """Write the memory (under a unique temporary name, renamed into place) with its size and checksum."""

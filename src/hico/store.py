@@ -81,6 +81,7 @@ class VideoStore:
         self.memories: OrderedDict[str, VideoMemory] = OrderedDict()
         self._decoder = None  # the kept WorkerClient of `get`, started on first use
         self._prefetcher: _Prefetcher | None = None
+        engine.stores.add(self)
 
     # ------------------------------------------------------------ keys and the two caches
 
@@ -139,7 +140,7 @@ class VideoStore:
         when the caller has it) saves hashing the file again; `name` is what the memory's `source` says
         (the path by default)."""
         started = time.perf_counter()
-        key = self.key(digest or file_digest(video), sampling)
+        key = self.key(digest or content_digest(video), sampling)
         memory, level = self.cached(key)
         if memory is None:
             memory, level = self._encode(Path(video), sampling, key, progress, video_options), "encoded"
@@ -252,6 +253,16 @@ class VideoStore:
         self.close()
 
 
+def content_digest(video: str | Path) -> str:
+    """The digest of a video's bytes (`file_digest`), or the VideoError a reader would raise for it."""
+    try:
+        return file_digest(video)
+    except OSError as exc:
+        from hico.video.metadata import open_error
+
+        raise open_error(video, exc) from None
+
+
 def _array_digest(image: np.ndarray) -> str:
     digest = hashlib.blake2b(f"{image.dtype} {image.shape}".encode(), digest_size=16)
     digest.update(np.ascontiguousarray(image).tobytes())
@@ -271,7 +282,8 @@ class _Prefetcher:
         workers = max(1, min(workers, len(wanted)))
         self.wanted, self.store, self.size, self.clip_frames = wanted, store, size, clip_frames
         self.queues = [queue.Queue(maxsize=max(1, budget // clip_bytes // workers)) for _ in range(workers)]
-        self.position = 0  # the next video the consumer may ask for; those before it are passed over
+        self.current = 0  # the video the consumer reads; producers drop the videos before it (passed over)
+        self.next = 0  # where the consumer's next `take` starts looking
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._produce, args=(w,), name=f"hico-prefetch-{w}", daemon=True)
                         for w in range(workers)]
@@ -281,10 +293,10 @@ class _Prefetcher:
     def take(self, wanted: Wanted) -> Iterator[tuple[str, object]] | None:
         """The entries of the next prefetched video equal to `wanted`, or None when none is ahead."""
         try:
-            index = self.wanted.index(wanted, self.position)
+            index = self.wanted.index(wanted, self.next)
         except ValueError:
             return None
-        self.position = index + 1
+        self.current, self.next = index, index + 1
         return self._entries(index)
 
     def _entries(self, index: int) -> Iterator[tuple[str, object]]:
@@ -299,7 +311,7 @@ class _Prefetcher:
 
     def _put(self, box: queue.Queue, entry: tuple) -> bool:
         """Queue an entry once there is room; False when stopped or the video was passed over."""
-        while not self.stop.is_set() and entry[0] >= self.position:
+        while not self.stop.is_set() and entry[0] >= self.current:
             try:
                 box.put(entry, timeout=0.2)
                 return True
@@ -315,7 +327,7 @@ class _Prefetcher:
             for index in range(thread, len(self.wanted), len(self.queues)):
                 if self.stop.is_set():
                     return
-                if index >= self.position:
+                if index >= self.current:
                     self._decode(index, self.queues[thread], worker)
         finally:
             if worker is not None:
@@ -326,7 +338,7 @@ class _Prefetcher:
 
         wanted = self.wanted[index]
         try:
-            key = self.store.key(file_digest(wanted.path), wanted.sampling)
+            key = self.store.key(content_digest(wanted.path), wanted.sampling)
             if self.store.has(key):  # the store holds its tokens: nothing to decode
                 self._put(box, (index, "cached", key))
                 return
