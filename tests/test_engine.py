@@ -279,3 +279,20 @@ def test_an_unreadable_prefetched_video_is_an_error_for_that_video_only(model, c
         with pytest.raises(HicoError, match="broken.mp4"):
             store.get(str(broken), FOUR)
         assert store.get(str(clips[0]), FOUR).level == "encoded"
+
+
+def test_the_readme_example_runs(clips, tmp_path, monkeypatch, capsys) -> None:
+    """README's engine example, as printed, on the embedded model and three synthetic videos."""
+    from hico.embedded import embedded_path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### The engine: `generate`"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", 10)]
+    for name, clip in (("talk.mp4", clips[0]), ("a.mp4", clips[1]), ("b.mp4", clips[2])):
+        code = code.replace(f'"{name}"', repr(str(clip)))
+    code = code.replace('"path/to/checkpoint"', repr(str(embedded_path())))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "stop" in printed or "length" in printed
+    assert list((tmp_path / "cache").glob("*.safetensors"))  # the store's disk cache

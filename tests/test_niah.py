@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import hico
+from hico.compress import DropSchedule
 from hico.synthetic import videos
 from hico.errors import HicoError, OptionError
 from hico.niah.build import GridOptions, build, insert_offsets, load_benchmark, needle_positions, plan_cases
@@ -28,6 +29,7 @@ from hico.niah.run import (OPEN_MAX_TOKENS, RunOptions, ask, ask_open, normalize
 from hico.prompt import niah_prompt, tokenize
 from hico.synthetic.checkpoints import write_random_checkpoint
 from hico.video.preprocess import preprocess
+from hico.video.sampling import SamplingOptions
 
 SHARED = Path(os.environ.get("HICO_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 OFFICIAL = SHARED / "reference" / "niah"
@@ -408,3 +410,104 @@ def test_interrupted_runs_resume_every_case_exactly_once(tmp_path, data) -> None
     assert [r["case"] for r in done] == [c["case"] for c in cases]  # each exactly once, in order
     whole = run(folder, hico.load(tmp_path / "tiny"), tmp_path / "whole.jsonl", RunOptions(progress=False))
     assert [r["predictions"] for r in done] == [r["predictions"] for r in read_results(whole)]
+
+
+def test_video_mode_run_decodes_every_case_video_in_one_worker_process(tmp_path, data, model, monkeypatch) -> None:
+    """A decode worker process is started once for a whole run, not once per case video."""
+    import hico.video.worker as worker
+
+    grid = GridOptions(frames=(8, 16), depths=(0.0, 1.0), mode="video", video_size=64)
+    folder = build(tmp_path / "bench", data / "hay.mp4", _needles(data), grid, progress=False)
+    _, cases = load_benchmark(folder)
+    started = []
+    popen = subprocess.Popen
+
+    def counting(args, *rest, **kwargs):
+        if "hico.video.worker" in args:
+            started.append(args)
+        return popen(args, *rest, **kwargs)
+
+    monkeypatch.setattr(worker.subprocess, "Popen", counting)
+    results = run(folder, model, options=RunOptions(progress=False))
+    done = read_results(results)
+    assert len(cases) == 6 and [r["case"] for r in done] == [c["case"] for c in cases]
+    assert [r["visual_tokens"] for r in done] == [16 * c["total_frames"] for c in cases]
+    assert len(started) == 1
+    # the tokens the run answered about are the case video's own (every frame sampled, as `encode_video` does)
+    case = cases[0]
+    tokens = model.encode_video(folder / case["video"], SamplingOptions.plain(num_frames=case["total_frames"]))
+    assert done[0]["predictions"] == [ask(model, tokens.tokens, q, a, DropSchedule())
+                                      for q, a in zip(case["questions"], case["answers"])]
+
+
+def _dropout_model(folder: Path) -> hico.Hico:
+    from hico.synthetic.checkpoints import tiny_official_config
+
+    dropout = {"mm_llm_compress": True, "llm_compress_type": "uniform0_attention", "llm_compress_layer_list": [1, 2],
+               "llm_image_token_ratio_list": [1.0, 0.5, 0.25]}
+    write_random_checkpoint(folder, tiny_official_config(dropout=dropout), seed=5)
+    return hico.load(folder)
+
+
+def _prefilled_prediction(model: hico.Hico, folder: Path, case: dict, question: str,
+                          schedule: DropSchedule) -> str:
+    """The official scoring of a one-token answer computed without the engine: the case's tokens spliced from
+    the cached haystack, one full prefill with the schedule, the arg-max of the last position."""
+    (cached,) = (folder / "cache").glob("haystack-*.safetensors")
+    haystack = hico.memory.VideoMemory.load(cached).tokens
+    needles = [model.encode_images([np.asarray(Image.open(p).convert("RGB"))])[0] for p in case["images"]]
+    visual = splice(haystack, needles, case["offsets"], case["frames"])
+    embeds, span = model.model.embed(tokenize(niah_prompt(question), model.tokenizer), visual)
+    with torch.no_grad():
+        logits = model.model.prefill(embeds, span, schedule).logits[0, -1]
+    return model.tokenizer.decode([int(logits.argmax())])
+
+
+def test_dropout_words_and_schedules(tmp_path, data, model) -> None:
+    """--dropout off/model/default and a custom schedule: the schedule each one stands for is the one the answers
+    are computed with, and results say "off", "model" or the schedule as the command line spells it."""
+    def bench(name: str) -> Path:  # one per model: _prefilled_prediction reads the one cached haystack
+        return build(tmp_path / name, data / "hay.mp4", _needles(data)[:1], GridOptions(frames=(8,), depths=(0.5,)),
+                     progress=False)
+
+    folder = bench("plain")
+    with pytest.raises(OptionError, match="unknown dropout 'sometimes'"):
+        RunOptions(dropout="sometimes")
+    with pytest.raises(OptionError, match="sets no in-LLM dropout"):  # the checkpoint has no llm_compress_* schedule
+        run(folder, model, tmp_path / "none.jsonl", RunOptions(dropout="model", progress=False))
+    (record,) = read_results(run(folder, model, tmp_path / "default.jsonl", RunOptions(dropout="default",
+                                                                                        progress=False)))
+    assert record["dropout"] == "off"  # this checkpoint's inference setting is no dropout
+
+    dropping, folder = _dropout_model(tmp_path / "dropping"), bench("dropping-bench")
+    (case,) = load_benchmark(folder)[1]
+    configured = DropSchedule("uniform0_attention", (1, 2), (1.0, 0.5, 0.25))
+    custom = DropSchedule.parse("uniform", "1", "1,0.25")
+    expected = {"off": ("off", DropSchedule()), "model": ("model", configured), "default": ("model", configured),
+                custom: ("uniform --dropout-layers 1 --dropout-ratios 1,0.25", custom)}
+    for setting, (label, schedule) in expected.items():
+        name = setting if isinstance(setting, str) else "custom"
+        (record,) = read_results(run(folder, dropping, tmp_path / f"dropping-{name}.jsonl",
+                                     RunOptions(dropout=setting, progress=False)))
+        assert record["dropout"] == label
+        assert record["predictions"] == [_prefilled_prediction(dropping, folder, case, case["questions"][0],
+                                                               schedule)], name
+    with pytest.raises(OptionError, match="deeper than"):
+        run(folder, dropping, tmp_path / "deep.jsonl", RunOptions(dropout=DropSchedule("uniform", (9,), (1.0, 0.5)),
+                                                                  progress=False))
+
+
+def test_cli_dropout_takes_a_schedule(tmp_path, data) -> None:
+    write_random_checkpoint(tmp_path / "tiny", seed=3)
+    folder = build(tmp_path / "bench", data / "hay.mp4", _needles(data)[:1], GridOptions(frames=(8,), depths=(0.0,)),
+                   progress=False)
+    command = [sys.executable, "-m", "hico.cli", "niah", "run", str(folder), "--model", str(tmp_path / "tiny"),
+               "--no-report", "--results"]
+    bad = subprocess.run([*command, str(tmp_path / "bad.jsonl"), "--dropout", "off", "--dropout-layers", "1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "takes no layers" in bad.stderr
+    done = subprocess.run([*command, str(tmp_path / "r.jsonl"), "--dropout", "attention", "--dropout-layers", "2",
+                           "--dropout-ratios", "1,0.5"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (record,) = read_results(tmp_path / "r.jsonl")
+    assert record["dropout"] == "attention --dropout-layers 2 --dropout-ratios 1,0.5"

@@ -7,21 +7,19 @@ import sys
 
 from hico.cli import add_dropout_args, add_model_args, add_sampling_args, dropout_schedule, load_model, sampling_options
 from hico.errors import CheckpointError
+from hico.generate import GenerationOptions
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    from hico.generate import GenerationOptions
-
     options = GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     dropout = dropout_schedule(args)
     sampling = sampling_options(args)
     model = load_model(args)
-    if model.tokenizer is None:  # before the video is encoded, which can take minutes
+    if model.tokenizer is None:  # these checks come before the video is encoded, which can take minutes
         raise CheckpointError(f"{args.model or 'the embedded model'}: the checkpoint folder has no tokenizer "
                               "files (tokenizer.json or vocab.json + merges.txt); copy them from the released model")
-    if dropout is not None:
-        dropout.check_depth(model.model.config.llm["num_hidden_layers"])
+    dropout = model.schedule(dropout)  # "default"/"model" as this checkpoint says; too deep a schedule fails here
     memory = model.encode_video(args.video, sampling, progress=True, cache_dir=args.cache, timeout=args.timeout,
                                 autorotate=not args.no_autorotate, folder_fps=args.folder_fps,
                                 max_replaced=args.max_replaced)

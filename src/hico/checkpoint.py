@@ -20,7 +20,7 @@ import torch
 
 from hico.atomic import atomic_path, write_text_atomic
 from hico.compress import DropSchedule
-from hico.errors import CheckpointError, HicoError
+from hico.errors import CheckpointError, HicoError, OptionError
 from hico.vision.internvideo2 import OFFICIAL_MLP_RATIO, InternVideo2Config
 from hico.vision.umt import UMTConfig
 
@@ -58,6 +58,23 @@ class HicoConfig:
     def dropout(self) -> DropSchedule:
         """The schedule inference uses by default: the configured one if mm_llm_compress is on, else none."""
         return self.dropout_schedule if self.dropout_enabled else DropSchedule()
+
+    def schedule(self, dropout: DropSchedule | str | None = None) -> DropSchedule:
+        """The schedule a dropout setting (anything `DropSchedule.parse` reads) stands for on this checkpoint, as
+        `Hico.schedule` resolves it: None or "default" is `dropout`, "model" the configured schedule even where
+        mm_llm_compress leaves it off (an OptionError when there is none), "off" none; it must fit the depth."""
+        setting = DropSchedule.parse(dropout)
+        if setting == "default":
+            schedule = self.dropout
+        elif setting == "model":
+            schedule = self.dropout_schedule
+            if not schedule.enabled:
+                raise OptionError("dropout model: the checkpoint's config.json sets no in-LLM dropout "
+                                  "(llm_compress_layer_list)")
+        else:
+            schedule = setting
+        schedule.check_depth(self.llm["num_hidden_layers"])
+        return schedule
 
     @classmethod
     def from_official(cls, raw: dict, source: str = "config.json") -> HicoConfig:

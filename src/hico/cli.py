@@ -10,7 +10,12 @@ import argparse
 import importlib
 import sys
 
+import torch
+
+from hico.compress import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
+from hico.embedded import embedded_path
 from hico.errors import HicoError, OptionError
+from hico.video.sampling import SamplingOptions
 
 # Modules whose `register(sub)` adds subcommands, in the order `hico --help` lists them.
 SUBSYSTEMS = ("hico.video.cli", "hico.chat", "hico.synthetic.cli", "hico.niah.cli", "hico.train.cli",
@@ -47,10 +52,8 @@ def add_sampling_args(parser: argparse.ArgumentParser) -> None:
                          help="how to reach the sampled frames (auto: from the keyframe layout)")
 
 
-def sampling_options(args: argparse.Namespace):
+def sampling_options(args: argparse.Namespace) -> SamplingOptions:
     """The `SamplingOptions` that `add_sampling_args` options ask for."""
-    from hico.video.sampling import SamplingOptions
-
     if args.policy is not None:
         if args.num_frames is not None or args.fps is not None:
             raise OptionError("--policy cannot be combined with --num-frames or --fps")
@@ -79,10 +82,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model of `add_model_args` options (default: the embedded toy model)."""
-    import torch
-
-    import hico
-    from hico.embedded import embedded_path
+    import hico  # hico.api imports transformers (seconds): only commands that run a model pay for it
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device,
@@ -90,29 +90,18 @@ def load_model(args: argparse.Namespace):
 
 
 def add_dropout_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dropout", choices=("off", "uniform", "attention", "uniform0_attention",
-                                              "uniform1_attention"),
-                        help="in-LLM visual-token dropout (default: as the checkpoint config says)")
+    """--dropout WORD|TYPE with --dropout-layers/--dropout-ratios; not given (None) reads as "default"."""
+    parser.add_argument("--dropout", choices=DROP_WORDS + DROP_KINDS, help=DROPOUT_HELP)
     parser.add_argument("--dropout-layers", help="layer numbers after which to drop, e.g. 4,18")
     parser.add_argument("--dropout-ratios", help="kept fractions, one more than layers, e.g. 1,0.75,0.25")
 
 
-def dropout_schedule(args: argparse.Namespace):
-    """The `DropSchedule` of `add_dropout_args` options; None keeps the checkpoint's own."""
-    from hico.compress import DropSchedule
-
-    if args.dropout is None:
-        if args.dropout_layers or args.dropout_ratios:
-            raise OptionError("--dropout-layers/--dropout-ratios need --dropout TYPE (for example uniform0_attention)")
-        return None
-    if args.dropout == "off":
-        return DropSchedule()
-    try:
-        layers = tuple(int(x) for x in args.dropout_layers.split(",")) if args.dropout_layers else ()
-        ratios = tuple(float(x) for x in args.dropout_ratios.split(",")) if args.dropout_ratios else ()
-    except ValueError as exc:
-        raise OptionError(f"--dropout-layers takes integers and --dropout-ratios numbers, comma-separated ({exc})")
-    return DropSchedule(args.dropout, layers, ratios)
+def dropout_schedule(args: argparse.Namespace) -> DropSchedule | str:
+    """The setting of `add_dropout_args` options (`DropSchedule.parse`): a DropSchedule, or "default" / "model"
+    for the checkpoint's schedules, which the engine resolves (`Hico.schedule`)."""
+    if args.dropout is None and (args.dropout_layers or args.dropout_ratios):
+        raise OptionError("--dropout-layers/--dropout-ratios need --dropout TYPE (for example uniform0_attention)")
+    return DropSchedule.parse(args.dropout, args.dropout_layers, args.dropout_ratios)
 
 
 def build_parser() -> argparse.ArgumentParser:

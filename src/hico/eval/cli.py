@@ -5,14 +5,53 @@ from __future__ import annotations
 import argparse
 import os
 
+import torch
+
+from hico.cli import add_model_args, load_model
+from hico.compress import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
 from hico.errors import HicoError, OptionError
+from hico.records import place
 
 ANNOTATIONS_ENV = "HICO_EVAL_ANNOTATIONS"
 
 
-def register(sub) -> None:
-    from hico.cli import add_dropout_args, add_model_args
+class FrameCount(argparse.Action):
+    """--num-frames, or its old spelling --frames (hidden): one value, and which spelling was typed, so that
+    an error names the flag the user gave."""
 
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.num_frames_flag = option_string
+
+
+def add_eval_sampling_args(parser: argparse.ArgumentParser) -> None:
+    """The sampling options of every command that reads videos (`hico.cli.add_sampling_args`: --num-frames,
+    --fps, --max-frames), with eval's meaning for "not given": the official setting of each benchmark."""
+    group = parser.add_argument_group("sampling overrides (default: the official setting of each benchmark)")
+    group.add_argument("--num-frames", type=int, action=FrameCount, help="exactly N frames per video")
+    group.add_argument("--frames", type=int, action=FrameCount, dest="num_frames", help=argparse.SUPPRESS)
+    group.add_argument("--fps", type=float, help="a target frame rate instead")
+    group.add_argument("--max-frames", type=int, help="at most N frames per video")
+    parser.set_defaults(num_frames_flag="--num-frames")
+
+
+def add_eval_dropout_args(parser: argparse.ArgumentParser) -> None:
+    """--dropout in the shared vocabulary (`DropSchedule.parse`), off unless asked for: the official evaluation
+    runs without in-LLM dropout."""
+    parser.add_argument("--dropout", choices=DROP_WORDS + DROP_KINDS, default="off",
+                        help=DROPOUT_HELP + "; default here: off, as in the official evaluation (its wrapper sets "
+                             "mm_llm_compress = False), whatever the checkpoint's config says")
+    parser.add_argument("--dropout-layers", help="layer numbers after which to drop, e.g. 4,18")
+    parser.add_argument("--dropout-ratios", help="kept fractions, one more than layers, e.g. 1,0.75,0.25")
+
+
+def dropout_setting(args: argparse.Namespace) -> DropSchedule | str:
+    """What --dropout/--dropout-layers/--dropout-ratios ask for: a schedule, or "default"/"model" (the
+    checkpoint's, resolved with the model by `hico.eval.runner.run`)."""
+    return DropSchedule.parse(args.dropout, args.dropout_layers, args.dropout_ratios)
+
+
+def register(sub) -> None:
     parser = sub.add_parser(
         "eval", help="evaluate on benchmarks (MVBench, MLVU, LVBench, LongVideoBench, Video-MME, Charades-STA, ...)",
         description="Answer every item of the named tasks (official lmms-eval names, comma-separated) with the "
@@ -27,10 +66,7 @@ def register(sub) -> None:
     parser.add_argument("--limit", type=int, help="only the first N items of each named task")
     parser.add_argument("--skip-missing", action="store_true",
                         help="record items whose video is missing or unreadable as skipped instead of stopping")
-    frames = parser.add_argument_group("sampling overrides (default: the official setting of each benchmark)")
-    frames.add_argument("--frames", type=int, help="exactly N frames per video")
-    frames.add_argument("--fps", type=float, help="a target frame rate instead")
-    frames.add_argument("--max-frames", type=int, help="at most N frames per video")
+    add_eval_sampling_args(parser)
     parser.add_argument("--cache", help="folder to keep encoded videos in across runs")
     parser.add_argument("--decode-in-process", action="store_true",
                         help="decode on threads of this process instead of in background worker processes: no "
@@ -38,7 +74,7 @@ def register(sub) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of LongVideoBench's official random fallback")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
-    add_dropout_args(parser)
+    add_eval_dropout_args(parser)
     parser.set_defaults(func=cmd_eval)
 
 
@@ -66,29 +102,28 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     if args.list:
         return cmd_list(args)
-    from hico.cli import dropout_schedule, load_model
-    from hico.compress import DropSchedule
-    from hico.eval.runner import EvalOptions, prepare, run, world
+    from hico.eval.runner import EvalOptions, prepare, run  # the engine (transformers): seconds to import
 
     if not args.tasks:
         raise OptionError("name the tasks to run, e.g. `hico eval mvbench ...` (`hico eval --list` prints them)")
     for name, value in (("--video-root", args.video_root), ("--out", args.out)):
         if not value:
             raise OptionError(f"{name} is required")
-    dropout = dropout_schedule(args)
-    options = EvalOptions(limit=args.limit, skip_missing=args.skip_missing, num_frames=args.frames, fps=args.fps,
-                          max_frames=args.max_frames, dropout=dropout if dropout is not None else DropSchedule(),
+    if args.num_frames is not None and args.fps is not None:
+        raise OptionError(f"give either {args.num_frames_flag} or --fps, not both")
+    options = EvalOptions(limit=args.limit, skip_missing=args.skip_missing, num_frames=args.num_frames,
+                          fps=args.fps, max_frames=args.max_frames, dropout=dropout_setting(args),
                           subtitles=args.subtitles, cache_dir=args.cache, seed=args.seed,
                           progress=not args.no_progress, isolate=not args.decode_in_process)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     plan = prepare(names, annotations_folder(args), args.video_root, args.out, options)  # before any model work
-    place = world()
+    where = place()
     if args.device == "cuda" and "LOCAL_RANK" in os.environ:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(args.device)  # the rank's GPU is the current one: its peak memory is recorded
     model = load_model(args)
-    if options.dropout.enabled:
-        options.dropout.check_depth(model.model.config.llm["num_hidden_layers"])
-    summary = run(plan, model, place=place)
+    model.schedule(options.dropout)  # a schedule the model cannot run is an error before any work
+    summary = run(plan, model, place=where)
     if summary is not None:
         for name, entry in summary["tasks"].items():
             official = entry["official"]["overall"] if entry["official"] else None

@@ -1,15 +1,17 @@
-"""The shared runner: answer every item of some tasks with a hico model, resumably, on one or many processes.
+"""The eval protocol: answer every item of some tasks with a hico engine, resumably, on one or many processes.
 
     plan = prepare(["mvbench"], annotations, video_root, out)    # items + video check, no model work
     run(plan, model)                                              # results.jsonl, summary.json, report.md
 
 - Results: one JSON line per item in `out/results.jsonl` (id, video, prompt hash, response, official and
-  strict scores, seconds, peak memory); an item already there is skipped on a rerun.
+  strict scores, seconds, peak memory), appended whole (`hico.records`); an item already there is skipped on
+  a rerun.
 - Videos: checked before any model work; missing or unreadable ones are an error naming the count and the
   first five, unless `skip_missing` records them as skipped (never scored, never dropped silently).
-- Throughput: items are grouped by video so a video asked several questions (MLVU, Video-MME) is decoded and
-  encoded once per run (memories are also shared between paths with the same content); a background thread
-  decodes the next videos while the model works (a bounded queue of preprocessed clips).
+- The engine does the rest: a `VideoStore` decodes the next videos ahead of the model (`prefetch`, in video
+  order) and encodes each video once per run (memories are shared between paths with the same content, and
+  kept on disk with `cache_dir`, whose videos are then never decoded again); each video's questions go to
+  `generate_many` together, one `Request` per item, so its prefilled prefix serves them all.
 - Scale-out: under `torchrun` (or `accelerate launch`) each rank takes every world-th video group, writes
   its own shard `results.rank<r>.jsonl`, and rank 0 merges the shards after a barrier.
 """
@@ -19,35 +21,29 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
-import resource
-import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
-from hico.api import ENCODE_BATCH_CLIPS, Hico
+from hico import records
+from hico.api import Hico
+from hico.atomic import write_text_atomic
 from hico.compress import DropSchedule
+from hico.engine import Completion, Request
 from hico.errors import HicoError, OptionError
 from hico.eval import get_task
 from hico.eval.report import summarize, write_report
 from hico.eval.task import Item, Task
-from hico.generate import GenerationOptions
-from hico.memory import VideoMemory, file_digest, load_cached, memory_key
+from hico.generate import GenerationConfig
+from hico.store import PREFETCH_BYTES, Stored, VideoStore, Wanted
 from hico.video.sampling import SamplingOptions
 
 RESULTS = "results.jsonl"
 SHARD = "results.rank{rank}.jsonl"
 MISSING_SHOWN = 5
-PREFETCH_BYTES = 1 << 30  # preprocessed clips held ahead of the model, at most
-PREFETCH_NICE = 19  # decode workers take only the CPU the model leaves idle (bench/eval.py: 1.25x -> 1.09x)
-BARRIER_TIMEOUT = timedelta(hours=12)  # rank 0 waits this long for the slowest rank
 
 
 class MissingVideosError(HicoError):
@@ -60,10 +56,12 @@ class EvalOptions:
 
     limit: int | None = None  # items per named task (the first N, in file order)
     skip_missing: bool = False
-    num_frames: int | None = None  # --frames: exactly this many frames
+    num_frames: int | None = None  # --num-frames (formerly --frames): exactly this many frames
     fps: float | None = None
     max_frames: int | None = None
-    dropout: DropSchedule = DropSchedule()  # off, as in the official evaluation (mm_llm_compress False)
+    # off, as in the official evaluation (mm_llm_compress False); any `DropSchedule.parse` setting: "default"
+    # and "model" stand for the checkpoint's schedules, which `run` resolves with the model
+    dropout: DropSchedule | str = DropSchedule()
     subtitles: str | None = None  # LongVideoBench subtitles/ or Video-MME .srt folder
     prefetch_bytes: int = PREFETCH_BYTES
     cache_dir: str | None = None  # keep encoded videos on disk across runs
@@ -76,11 +74,12 @@ class EvalOptions:
         if self.limit is not None and self.limit < 1:
             raise OptionError(f"--limit must be at least 1 item, got {self.limit}")
         if self.num_frames is not None and self.fps is not None:
-            raise OptionError("give either --frames or --fps, not both")
+            raise OptionError("give either --num-frames or --fps, not both")
         if self.prefetch_bytes < 0:
             raise OptionError("the prefetch budget cannot be negative")
         if self.decoders < 1:
             raise OptionError(f"at least one decoder is needed, got {self.decoders}")
+        object.__setattr__(self, "dropout", DropSchedule.parse(self.dropout))
 
     def sampling(self, task: Task, item: Item) -> SamplingOptions:
         """The item's sampling: the official setting of its benchmark, or the overrides; clip bounds kept."""
@@ -91,10 +90,12 @@ class EvalOptions:
                                      start=start, end=end)
 
     def describe(self) -> dict:
+        """The settings as summary.json holds them (dropout: None when off, else [kind, layers, ratios])."""
+        dropout = self.dropout
+        if isinstance(dropout, DropSchedule):
+            dropout = [dropout.kind, list(dropout.layers), list(dropout.ratios)] if dropout.enabled else None
         return {"frames": self.num_frames, "fps": self.fps, "max_frames": self.max_frames, "limit": self.limit,
-                "dropout": None if not self.dropout.enabled else [self.dropout.kind, list(self.dropout.layers),
-                                                                  list(self.dropout.ratios)],
-                "subtitles": self.subtitles is not None, "seed": self.seed}
+                "dropout": dropout, "subtitles": self.subtitles is not None, "seed": self.seed}
 
     def sentence(self) -> str:
         """The settings in words, for the report."""
@@ -102,9 +103,13 @@ class EvalOptions:
                                                            ("max frames", self.max_frames)) if value is not None]
         words = [f"sampling overridden: {', '.join(overrides)} (not the official setting)" if overrides
                  else "official sampling per benchmark"]
-        words.append("in-LLM dropout off (as officially)" if not self.dropout.enabled else
-                     f"in-LLM dropout {self.dropout.kind} after layers {list(self.dropout.layers)} "
-                     f"keeping {list(self.dropout.ratios)} (the official evaluation has none)")
+        dropout = self.dropout
+        if isinstance(dropout, str):  # not resolved with a model yet
+            words.append(f"in-LLM dropout {dropout!r} (the official evaluation has none)")
+        else:
+            words.append("in-LLM dropout off (as officially)" if not dropout.enabled else
+                         f"in-LLM dropout {dropout.kind} after layers {list(dropout.layers)} "
+                         f"keeping {list(dropout.ratios)} (the official evaluation has none)")
         if self.limit is not None:
             words.append(f"first {self.limit} items of each task only")
         words.append("subtitles from --subtitles" if self.subtitles else "no subtitle folder given")
@@ -186,31 +191,12 @@ def prepare(names: Sequence[str], annotations: str | Path, video_root: str | Pat
 
 # ---------------------------------------------------------------- results files
 
-def read_results(path: Path) -> list[dict]:
-    """Finished result lines; a last line cut off by an interrupted run is dropped (and trimmed)."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    complete = text[: text.rfind("\n") + 1]
-    if complete != text:
-        with open(path, "r+", encoding="utf-8") as handle:
-            handle.truncate(len(complete.encode("utf-8")))
-    results = []
-    for number, line in enumerate(complete.splitlines(), 1):
-        if line.strip():
-            try:
-                results.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise HicoError(f"{path}: line {number} is not JSON ({exc}); fix or delete the line to go on") from exc
-    return results
-
-
 def finished(out: Path) -> dict[str, dict]:
     """Every result already written in `out` (merged file and any shards), by item id; an item skipped in
-    one run and answered in a later one counts as answered."""
+    one run and answered in a later one counts as answered. A line cut off by an interrupted run is dropped."""
     done: dict[str, dict] = {}
     for path in [out / RESULTS, *sorted(out.glob("results.rank*.jsonl"))]:
-        for result in read_results(path):
+        for result in records.read_records(path):
             if result["id"] not in done or done[result["id"]]["status"] != "ok":  # an answer beats a skip
                 done[result["id"]] = result
     return done
@@ -218,30 +204,6 @@ def finished(out: Path) -> dict[str, dict]:
 
 def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- distribution
-
-@dataclass(frozen=True)
-class World:
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
-
-def world() -> World:
-    """This process's rank under torchrun / accelerate launch (both set RANK and WORLD_SIZE)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group(backend="gloo", timeout=BARRIER_TIMEOUT)
-    return World(dist.get_rank(), dist.get_world_size())
 
 
 def groups_of(jobs: Sequence[Job]) -> list[list[Job]]:
@@ -252,196 +214,74 @@ def groups_of(jobs: Sequence[Job]) -> list[list[Job]]:
     return list(grouped.values())
 
 
-# ---------------------------------------------------------------- decoding ahead of the model
-
-@dataclass
-class Decoded:
-    """What is known of a prefetched video once all its clips are out."""
-
-    indices: list[int]
-    times: list[float]
-    time_msg: str
-    duration: float
+def wanted(job: Job) -> Wanted:
+    """What the store decodes ahead for a job's video: the same path, sampling and reader options as
+    `VideoStore.get` is asked for in `answer_group`."""
+    return Wanted(str(job.path), job.sampling, (("folder_fps", job.item.video.folder_fps),))
 
 
-class Prefetcher:
-    """Decodes the given video groups ahead of the model on `workers` background threads.
-
-    Video g goes to thread g % workers, each with its own bounded queue of preprocessed clips, and the
-    consumer reads the queues in video order: while the model works on video k, videos k+1..k+workers are
-    being read. The queues together hold at most `budget` bytes of clips (at least one clip each), so
-    memory stays bounded whatever the video lengths. With `isolate` the decoding itself runs in hico's
-    decode worker processes, one per thread, kept from video to video (a crash or hang costs only that
-    video: its process is replaced) and run at the lowest CPU priority, so decoding ahead never slows the
-    model down; the threads mostly wait on them.
-    """
-
-    def __init__(self, groups: Sequence[list[Job]], size: int, clip_frames: int, budget: int,
-                 isolate: bool = True, workers: int = 2) -> None:
-        clip_bytes = clip_frames * 3 * size * size * 4
-        workers = max(1, min(workers, len(groups) or 1))
-        self.queues = [queue.Queue(maxsize=max(1, budget // clip_bytes // workers)) for _ in range(workers)]
-        self.size, self.clip_frames, self.isolate = size, clip_frames, isolate
-        self.stop = threading.Event()
-        self.served = 0
-        groups = list(groups)
-        self.threads = [threading.Thread(target=self._produce, args=(groups[w::workers], self.queues[w]),
-                                         daemon=True) for w in range(workers)]
-        for thread in self.threads:
-            thread.start()
-
-    def _put(self, box: queue.Queue, entry) -> bool:
-        while not self.stop.is_set():
-            try:
-                box.put(entry, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self, groups: list[list[Job]], box: queue.Queue) -> None:
-        from hico.video.worker import WorkerClient
-
-        worker = WorkerClient(nice=PREFETCH_NICE) if self.isolate else None  # for all this thread's videos
-        try:
-            self._decode_all(groups, box, worker)
-        finally:
-            if worker is not None:
-                worker.close()
-
-    def _decode_all(self, groups: list[list[Job]], box: queue.Queue, worker) -> None:
-        from hico.video.reader import Video
-
-        for group in groups:
-            job = group[0]
-            try:
-                if not self._put(box, ("start", file_digest(job.path))):
-                    return
-                with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=self.isolate,
-                           worker=worker) as video:
-                    plan = video.plan(job.sampling)
-                    for clip in video.clips(plan, self.size, self.clip_frames):
-                        if not self._put(box, ("clip", clip.pixels)):
-                            return
-                    info = Decoded(list(plan.indices), video.times(plan), plan.time_msg, plan.duration)
-                if not self._put(box, ("done", info)):
-                    return
-            except Exception as exc:  # handed to the consumer, which records this video's items as unreadable
-                if not isinstance(exc, HicoError):
-                    exc = HicoError(f"{job.path}: could not be read ({type(exc).__name__}: {exc})")
-                if not self._put(box, ("error", exc)):
-                    return
-
-    def next_video(self) -> Iterator[tuple[str, object]]:
-        """The entries of the next video: ("start", content digest), ("clip", pixels)*, then ("done", Decoded);
-        ("error", exc) ends it early."""
-        box = self.queues[self.served % len(self.queues)]
-        self.served += 1
-        while True:
-            kind, value = box.get()
-            yield kind, value
-            if kind in ("done", "error"):
-                return
-
-    def close(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=5)
-
-
-class MemoryCache:
-    """Encoded videos of this run by content + sampling + model, the most recent few kept in memory."""
-
-    def __init__(self, keep: int = 4, folder: str | None = None) -> None:
-        self.keep, self.folder = keep, Path(folder) if folder else None
-        self.memories: OrderedDict[str, VideoMemory] = OrderedDict()
-
-    def get(self, key: str) -> VideoMemory | None:
-        if key in self.memories:
-            self.memories.move_to_end(key)
-            return self.memories[key]
-        if self.folder is not None:  # a damaged or foreign entry is warned about and encoded again
-            return load_cached(self.folder / f"{key}.safetensors", key)
-        return None
-
-    def put(self, key: str, memory: VideoMemory) -> None:
-        self.memories[key] = memory
-        while len(self.memories) > self.keep:
-            self.memories.popitem(last=False)
-        if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            memory.save(self.folder / f"{key}.safetensors")
-
-
-def encode_entries(model: Hico, entries: Iterator[tuple[str, object]], job: Job,
-                   cache: MemoryCache) -> tuple[VideoMemory, bool]:
-    """Encode one prefetched video's clips, or take its memory from the cache when a video with the same
-    content and sampling was encoded before (its clips are then drained unused); returns (memory, reused)."""
-    chunks, batch = [], []
-    key, cached = "", None
-    for kind, value in entries:
-        if kind == "error":
-            raise value
-        if kind == "start":
-            key = memory_key(value, job.sampling, model.model.config.vision.image_size, model.tokens_id)
-            cached = cache.get(key)
-        elif kind == "clip" and cached is None:
-            batch.append(value)
-            if len(batch) == ENCODE_BATCH_CLIPS:
-                chunks.append(model.model.encode_clips(torch.stack(batch)).flatten(0, 1))
-                batch = []
-        elif kind == "done":
-            if cached is not None:
-                return cached, True
-            if batch:
-                chunks.append(model.model.encode_clips(torch.stack(batch)).flatten(0, 1))
-            memory = VideoMemory(tokens=torch.cat(chunks), indices=value.indices, times=value.times,
-                                 time_msg=value.time_msg, duration=value.duration, source=str(job.path), key=key)
-            cache.put(key, memory)
-            return memory, False
-    raise HicoError(f"{job.path}: the decoder stopped before the end of the video")
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: the process's peak
+def peak_memory_mb() -> float:
+    """The GPU peak of this process where it uses CUDA (on its current device), else its peak RSS, in MiB."""
+    cuda = records.Peak.cuda_mb()
+    return cuda if cuda is not None else records.Peak.rss_mb()
 
 
 # ---------------------------------------------------------------- the run
 
-def skipped_result(job: Job) -> dict:
+def skipped_result(job: Job, reason: str) -> dict:
     return {"id": job.item.id, "task": job.item.task, "source": list(job.item.source), "video": job.item.video.path,
-            "prompt_sha": prompt_hash(job.item.prompt), "status": "skipped", "reason": job.missing}
+            "prompt_sha": prompt_hash(job.item.prompt), "status": "skipped", "reason": reason}
 
 
-def answer_job(model: Hico, job: Job, memory: VideoMemory, options: EvalOptions, seconds_shared: float) -> dict:
-    """Answer one item and score it both ways."""
-    started = time.perf_counter()
-    generation = GenerationOptions(max_new_tokens=job.task.settings.max_new_tokens)
-    response = model.answer(memory, job.item.prompt, options=generation, dropout=options.dropout)
+def request(job: Job, stored: Stored, options: EvalOptions) -> Request:
+    """One item as an engine request: the official prompt and token budget, greedy, the run's dropout."""
+    return Request(stored.memory, job.item.prompt, config=GenerationConfig(max_new_tokens=job.task.settings.max_new_tokens),
+                   dropout=options.dropout, tag=job)
+
+
+def answered_result(done: Completion, memory_seconds: float, options: EvalOptions, model_id: str) -> dict:
+    """An answered item scored both ways; `seconds` is its answer plus its share of its video's decoding
+    and encoding (`memory_seconds`)."""
+    job: Job = done.request.tag
+    response = done.answer.text
     scores = {mode: job.task.score(job.item, response, mode, seed=options.seed) for mode in ("official", "strict")}
     return {"id": job.item.id, "task": job.item.task, "source": list(job.item.source), "video": job.item.video.path,
             "prompt_sha": prompt_hash(job.item.prompt), "status": "ok", "response": response, "score": scores,
-            "frames": memory.num_frames, "seconds": round(time.perf_counter() - started + seconds_shared, 4),
-            "peak_memory_mb": round(peak_memory_mb(next(model.model.parameters()).device), 1),
-            "model": model.model_id}
+            "frames": done.request.video.num_frames, "seconds": round(done.seconds + memory_seconds, 4),
+            "peak_memory_mb": round(peak_memory_mb(), 1), "model": model_id}
 
 
-def run(plan: Plan, model: Hico, *, place: World | None = None) -> dict | None:
+def answer_group(engine: Hico, store: VideoStore, group: list[Job], options: EvalOptions) -> Iterator[dict]:
+    """The results of one video's items, as they are answered: its memory from the store (decoded and
+    encoded once, or cached), its questions through `engine.generate_many`. A video that cannot be decoded
+    gives every item of it a skipped result with the reason; an error while answering stops the run, as an
+    answer cannot be recorded without hiding it."""
+    first = group[0]
+    try:
+        stored = store.get(first.path, first.sampling, folder_fps=first.item.video.folder_fps)
+    except HicoError as exc:  # a video that fails to decode: its items are recorded, not lost
+        for job in group:
+            yield skipped_result(job, f"unreadable: {exc}")
+        return
+    share = stored.seconds / len(group)  # the decoding and encoding, shared by the video's questions
+    for done in engine.generate_many(request(job, stored, options) for job in group):
+        if not done.ok:
+            raise done.error
+        yield answered_result(done, share, options, engine.model_id)
+
+
+def run(plan: Plan, model: Hico, *, place: records.Place | None = None) -> dict | None:
     """Answer what the results do not hold yet, then (rank 0) merge, summarise and report.
 
     Returns the summary on rank 0 (None on other ranks)."""
     if model.tokenizer is None:
         raise HicoError("the model folder has no tokenizer files; evaluation needs one to read the prompts")
-    place = place or world()
+    plan = replace(plan, options=replace(plan.options, dropout=model.schedule(plan.options.dropout)))
+    place = place or records.place()
     out = plan.out
     out.mkdir(parents=True, exist_ok=True)
     done = finished(out)
-    if place.distributed:  # every rank must split the same to-do list: nobody writes before all have read
-        import torch.distributed as dist
-
-        dist.barrier()
+    place.barrier()  # every rank must split the same to-do list: nobody writes before all have read
     others = {r.get("model") for r in done.values() if r.get("status") == "ok"} - {model.model_id}
     if others:
         raise OptionError(f"{out} holds results of another model; pass a new --out folder for this one")
@@ -450,56 +290,31 @@ def run(plan: Plan, model: Hico, *, place: World | None = None) -> dict | None:
     mine = [job for g, group in enumerate(groups_of(todo)) if g % place.size == place.rank for job in group]
     path = out / (SHARD.format(rank=place.rank) if place.distributed else RESULTS)
     _answer(model, mine, plan.options, path, place)
-    if place.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
-    if place.rank != 0:
+    place.barrier()
+    if not place.main:
         return None
     merged = merge(out, plan)
     summary = summarize(plan, merged, model.name)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     write_report(summary, out / "report.md")
     return summary
 
 
-def _answer(model: Hico, jobs: list[Job], options: EvalOptions, path: Path, place: World) -> None:
-    skipped = [j for j in jobs if j.missing]
-    live = [j for j in jobs if not j.missing]
-    groups = groups_of(live)
-    config = model.model.config
+def _answer(model: Hico, jobs: list[Job], options: EvalOptions, path: Path, place: records.Place) -> None:
+    groups = groups_of([j for j in jobs if not j.missing])
     bar = tqdm(total=len(jobs), desc=f"eval rank {place.rank}" if place.distributed else "eval", unit="item",
                disable=not options.progress, position=place.rank, dynamic_ncols=True)
-    prefetcher = Prefetcher(groups, config.vision.image_size, config.local_num_frames, options.prefetch_bytes,
-                            options.isolate, options.decoders)
-    cache = MemoryCache(folder=options.cache_dir)
-    try:
-        with open(path, "a", encoding="utf-8") as results, bar, torch.inference_mode():
-            for job in skipped:
-                results.write(json.dumps(skipped_result(job)) + "\n")
+    with bar, VideoStore(model, cache_dir=options.cache_dir, isolate=options.isolate) as store:
+        for job in jobs:
+            if job.missing:
+                records.append_record(path, skipped_result(job, job.missing))
                 bar.update(1)
-            results.flush()
-            for group in groups:
-                started = time.perf_counter()
-                entries = prefetcher.next_video()
-                try:
-                    memory, _ = encode_entries(model, entries, group[0], cache)
-                except HicoError as exc:  # a video that fails to decode: its items are recorded, not lost
-                    for _ in entries:  # what is left of its clips, so the next video starts at its own
-                        pass
-                    for job in group:
-                        job.missing = f"unreadable: {exc}"
-                        results.write(json.dumps(skipped_result(job)) + "\n")
-                        bar.update(1)
-                    results.flush()
-                    continue
-                shared = (time.perf_counter() - started) / len(group)  # the encoding, shared by its questions
-                for job in group:
-                    results.write(json.dumps(answer_job(model, job, memory, options, shared)) + "\n")
-                    results.flush()
-                    bar.update(1)
-    finally:
-        prefetcher.close()
+        # decoded ahead in the order asked for below; a video whose tokens are cached is never decoded
+        store.prefetch([wanted(group[0]) for group in groups], workers=options.decoders, budget=options.prefetch_bytes)
+        for group in groups:
+            for result in answer_group(model, store, group, options):
+                records.append_record(path, result)
+                bar.update(1)
 
 
 def merge(out: Path, plan: Plan) -> list[dict]:
@@ -507,9 +322,7 @@ def merge(out: Path, plan: Plan) -> list[dict]:
     done = finished(out)
     order = {job.item.id: i for i, job in enumerate(plan.jobs)}
     merged = sorted(done.values(), key=lambda r: (order.get(r["id"], len(order)), r["id"]))
-    tmp = out / (RESULTS + ".partial")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in merged), encoding="utf-8")
-    tmp.replace(out / RESULTS)
+    write_text_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in merged))
     for shard in out.glob("results.rank*.jsonl"):
         shard.unlink()
     return [r for r in merged if r["id"] in order]

@@ -21,21 +21,24 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from hico.api import Hico
+from hico.clips import TOKENS_PER_FRAME
 from hico.errors import HicoError, OptionError
 from hico.serve.auth import check_key, needs_key
-from hico.serve.cache import VideoCache
+from hico.serve.cache import ServeStore
 from hico.serve.config import LOOPBACK, ServeConfig
 from hico.serve.errors import ApiError, bad_request
 from hico.serve.files import FILE_URL, FileStore, LocalFiles, Media, public_message
 from hico.serve.metrics import Metrics
 from hico.serve.protocol import ChatRequest, chunk, completion, parse_chat, usage
 from hico.serve.worker import Job, ModelWorker, timeout_error
+from hico.video.reader import Video
 
 log = logging.getLogger("hico.serve")
 STATIC = Path(__file__).parent / "static"
@@ -182,7 +185,7 @@ class EventStream(Response):
 
 
 class Server:
-    """What the routes share: config, model, worker, caches and stores."""
+    """What the routes share: config, model, worker, the video store and the file stores."""
 
     def __init__(self, config: ServeConfig, model: Hico) -> None:
         self.config = config
@@ -193,8 +196,10 @@ class Server:
         folder = Path(tempfile.mkdtemp(prefix="hico-serve-")) if config.upload_dir is None else config.upload_dir
         self.files = FileStore(folder, config.upload_ttl, config.max_upload_bytes, config.decode_timeout)
         self.local = LocalFiles(config.roots, config.decode_timeout)
-        self.cache = VideoCache(model, self.metrics, config.memory_cache, config.cache_dir, config.decode_timeout)
-        self.worker = ModelWorker(model, self.cache, self.metrics, config.max_queue)
+        self.store = ServeStore(model, cache_dir=config.cache_dir, memory_bytes=config.memory_cache_bytes,
+                                max_videos=config.memory_cache, decode_timeout=config.decode_timeout,
+                                on_get=self.metrics.count_stored)
+        self.worker = ModelWorker(model, self.store, self.metrics, config.max_queue)
         self.previews = asyncio.Semaphore(2)  # thumbnail decodes at once: they share the CPUs with the model
 
     def resolve(self, url: str, expected: str) -> Media:
@@ -238,7 +243,7 @@ class Server:
 
     def close(self) -> None:
         self.worker.stop()
-        self.cache.close()
+        self.store.close()
         if self.own_upload_dir:
             shutil.rmtree(self.files.folder, ignore_errors=True)
 
@@ -318,7 +323,7 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
 
     def model_card() -> dict:
         return {"id": server.name, "object": "model", "created": 0, "owned_by": "hico",
-                "hico": {"fingerprint": model.model_id, "image_size": model.model.config.vision.image_size}}
+                "hico": {"fingerprint": model.model_id, "image_size": server.store.image_size}}
 
     @app.get("/v1/models")
     async def models():
@@ -376,11 +381,10 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
         if parsed.model is not None and parsed.model != server.name:
             raise ApiError(404, f"no model {parsed.model[:100]!r}; this server serves {server.name!r}",
                            "model_not_found", param="model")
-        if parsed.dropout is not None:
-            try:
-                parsed.dropout.check_depth(model.model.config.llm["num_hidden_layers"])
-            except OptionError as exc:
-                raise bad_request(f"hico dropout: {exc}", "invalid_value", "hico.dropout") from None
+        try:  # the checkpoint's schedule for "default" (or none given) and "model"; checked against its depth
+            parsed = replace(parsed, dropout=model.schedule(parsed.dropout))
+        except OptionError as exc:
+            raise bad_request(f"hico dropout: {exc}", "invalid_value", "hico.dropout") from None
         job = await run_in_threadpool(server.job, parsed, asyncio.get_running_loop())
         server.worker.submit(job)
         kind, value = await next_event(job, request)
@@ -401,10 +405,6 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
 
 def thumbnails(server: Server, request: ChatRequest) -> dict:
     """Plan + JPEG thumbnails (data URLs) of evenly spread sampled frames; runs in a thread, not the worker."""
-    from PIL import Image
-
-    from hico.video.reader import TOKENS_PER_FRAME, Video
-
     media = server.resolve(request.media[0].url, "video")
     options = request.sampling or server.config.sampling
     try:

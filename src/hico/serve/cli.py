@@ -10,6 +10,7 @@ from pathlib import Path
 from hico.errors import HicoError, OptionError
 
 EMBEDDED_NAME = "hico-embedded"  # the `model` id of the shipped toy model
+MEMORY_CACHE_MB = 4096  # the help's default: hico.store.MEMORY_BYTES (not imported: it loads torch for --help)
 
 
 def serve(config, model, log_level: str = "info") -> None:
@@ -30,8 +31,8 @@ def serve(config, model, log_level: str = "info") -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from hico.cli import load_model
-    from hico.serve.config import LOOPBACK, ServeConfig
+    from hico.cli import load_model  # hico.cli loads this module to register `serve`
+    from hico.serve.config import LOOPBACK, ServeConfig  # torch and the video readers load only to serve
 
     key = args.api_key if args.api_key is not None else os.environ.get("HICO_API_KEY") or None
     if args.host not in LOOPBACK and key is None:
@@ -39,10 +40,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
                           "HICO_API_KEY) so that strangers cannot use it")
     if not args.max_upload_mb > 0:
         raise OptionError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not 0 <= args.memory_cache_mb < float("inf"):
+        raise OptionError(f"--memory-cache-mb must be a number of megabytes >= 0, got {args.memory_cache_mb:g}")
     config = ServeConfig(host=args.host, port=args.port, api_key=key,
                          allow_paths=tuple(Path(p) for p in args.allow_path or ()), allow_remote=args.allow_remote,
                          max_upload_bytes=int(args.max_upload_mb * (1 << 20)), max_queue=args.max_queue,
                          cache_dir=Path(args.cache) if args.cache else None, memory_cache=args.memory_cache,
+                         memory_cache_bytes=int(args.memory_cache_mb * (1 << 20)),
                          upload_dir=Path(args.upload_dir) if args.upload_dir else None, upload_ttl=args.upload_ttl,
                          request_timeout=args.request_timeout, max_tokens_limit=args.max_tokens_limit,
                          default_max_tokens=min(512, args.max_tokens_limit),
@@ -51,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    from hico.cli import add_model_args
+    from hico.cli import add_model_args  # hico.cli loads this module to register `serve`
 
     parser = sub.add_parser("serve", help="an OpenAI-compatible video chat server with a browser page")
     add_model_args(parser)
@@ -64,7 +68,12 @@ def register(sub) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload or data URL, MB")
     parser.add_argument("--max-queue", type=int, default=32, help="requests waiting for the model; more get 429")
     parser.add_argument("--cache", help="folder that keeps encoded videos (shared with `hico chat --cache`)")
-    parser.add_argument("--memory-cache", type=int, default=16, help="encoded videos kept in memory (default 16)")
+    parser.add_argument("--memory-cache-mb", type=float, default=MEMORY_CACHE_MB, metavar="MB",
+                        help="RAM for encoded videos and the prompt prefixes kept with them, least recently used "
+                             "going first (default %(default)g)")
+    parser.add_argument("--memory-cache", type=int, metavar="N",
+                        help="also keep at most N encoded videos in RAM (default: no count limit, --memory-cache-mb "
+                             "alone)")
     parser.add_argument("--upload-dir", help="folder for uploads (default: a temporary one, removed at exit)")
     parser.add_argument("--upload-ttl", type=float, default=3600.0, help="seconds before an upload is deleted")
     parser.add_argument("--request-timeout", type=float, default=300.0,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hico.errors import OptionError
+from hico.store import MEMORY_BYTES
 from hico.video.sampling import SamplingOptions
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -24,7 +25,8 @@ class ServeConfig:
     max_upload_bytes: int = 512 << 20
     max_queue: int = 32  # requests waiting for the model worker; one more gets 429
     cache_dir: Path | None = None  # disk cache of encoded videos, shared with `hico chat --cache`
-    memory_cache: int = 16  # encoded videos kept in memory (LRU)
+    memory_cache: int | None = None  # at most this many encoded videos kept in RAM; None: the byte budget alone
+    memory_cache_bytes: int = MEMORY_BYTES  # encoded videos and their kept prefixes in RAM (LRU), at most
     upload_dir: Path | None = None  # None: a private temporary folder removed at exit
     upload_ttl: float = 3600.0  # uploads are deleted this long after they arrive
     request_timeout: float = 300.0  # from arrival to the last token; past it the request ends with 504
@@ -42,8 +44,10 @@ class ServeConfig:
             raise OptionError("--max-upload-mb must be positive")
         if self.max_queue < 1:
             raise OptionError(f"--max-queue must be at least 1, got {self.max_queue}")
-        if self.memory_cache < 1:
+        if self.memory_cache is not None and self.memory_cache < 1:
             raise OptionError(f"--memory-cache must be at least 1 video, got {self.memory_cache}")
+        if self.memory_cache_bytes < 0:
+            raise OptionError(f"--memory-cache-mb cannot be negative, got {self.memory_cache_bytes / (1 << 20):g}")
         for name in ("upload_ttl", "request_timeout", "decode_timeout"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):

@@ -23,9 +23,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image, UnidentifiedImageError
+
 from hico.errors import HicoError, VideoError
 from hico.memory import file_digest
 from hico.serve.errors import ApiError, bad_request
+from hico.video.reader import Video
 
 FILE_URL = "hico://files/"
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
@@ -64,8 +67,6 @@ class StoredFile:
 
 def probe_kind(path: Path, name: str, decode_timeout: float) -> str:
     """"image" or "video", from the bytes (the file name is never trusted); a 400 ApiError otherwise."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             image.verify()
@@ -76,8 +77,6 @@ def probe_kind(path: Path, name: str, decode_timeout: float) -> str:
         raise bad_request(f"{name}: the image has too many pixels", "invalid_media") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         pass  # not an image: maybe a video
-    from hico.video.reader import Video
-
     try:
         with PROBES, Video(path, timeout=decode_timeout) as video:
             info = video.info

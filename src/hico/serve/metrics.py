@@ -10,6 +10,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from hico.store import Stored
+
 SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 60, 120, 300)
 
 
@@ -33,6 +35,16 @@ class Metrics:
         self.cancelled = Counter("hico_requests_cancelled", "generations stopped early: the client left or the "
                                  "request ran out of time", ["reason"], registry=registry)
         self.completion_tokens = Counter("hico_completion_tokens", "answer tokens generated", registry=registry)
+
+    def count_stored(self, stored: Stored) -> None:
+        """The video store's hook (`VideoStore.on_get`): a hit by level, or an encode; the seconds of every
+        video read from disk or encoded."""
+        if stored.level == "encoded":
+            self.encodes.inc()
+        else:
+            self.cache_hits.labels(stored.level).inc()
+        if stored.level != "memory":
+            self.encode_seconds.observe(stored.seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -3,8 +3,9 @@ naming the field), and the response, chunk and usage objects OpenAI clients pars
 
 A conversation is OpenAI `messages`: the video (`video_url`) or images (`image_url`) ride in user messages,
 earlier user/assistant pairs become the history, the last user message is the question. hico's own options
-ride under `hico`: sampling (`num_frames`, `fps`, `max_frames`, `start`, `end`), `dropout` and `timeout`
-(seconds, at most the server's --request-timeout).
+ride under `hico`: sampling (`num_frames`, `fps`, `max_frames`, `start`, `end`), `dropout` (what `--dropout`
+takes: "default", "off", "model" or a type, or {"type": ..., "layers": [...], "ratios": [...]}; not given: the
+checkpoint's inference setting) and `timeout` (seconds, at most the server's --request-timeout).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from hico.compress import DropSchedule
 from hico.errors import OptionError
-from hico.generate import GenerationOptions
+from hico.generate import GenerationConfig
 from hico.serve.errors import bad_request
 from hico.video.sampling import SamplingOptions
 
@@ -39,15 +40,18 @@ class ChatRequest:
     question: str
     history: tuple[tuple[str, str], ...]  # earlier (question, answer) turns
     media: tuple[MediaRef, ...]
-    options: GenerationOptions
+    options: GenerationConfig  # with the request's stop strings
     sampling: SamplingOptions | None  # None: the server's default
-    dropout: DropSchedule | None
+    dropout: DropSchedule | str | None  # as `DropSchedule.parse` reads it; None: the checkpoint's setting
     stream: bool = False
     include_usage: bool = False
-    stop: tuple[str, ...] = ()
     timeout: float | None = None  # seconds; None: the server's
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
     created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return self.options.stop
 
 
 def _number(body: dict, key: str, low: float, high: float, integer: bool = False, default=None, prefix: str = ""):
@@ -136,7 +140,7 @@ def _conversation(messages) -> tuple[str, tuple[tuple[str, str], ...], tuple[Med
     return question, tuple(history), tuple(media)
 
 
-def _sampling(hico: dict) -> tuple[SamplingOptions | None, DropSchedule | None]:
+def _sampling(hico: dict) -> tuple[SamplingOptions | None, DropSchedule | str | None]:
     unknown = set(hico) - set(SAMPLING_KEYS) - {"dropout", "timeout"}
     if unknown:
         raise bad_request(f"unknown hico option(s) {', '.join(sorted(unknown))[:200]}; known: "
@@ -151,19 +155,9 @@ def _sampling(hico: dict) -> tuple[SamplingOptions | None, DropSchedule | None]:
             raise bad_request(f"hico sampling: {exc}", "invalid_value", "hico") from None
     dropout = hico.get("dropout")
     if dropout is None:
-        return sampling, None
+        return sampling, None  # not given: the checkpoint's inference setting
     try:
-        if dropout == "off":
-            return sampling, DropSchedule()
-        if not isinstance(dropout, dict) or set(dropout) - {"type", "layers", "ratios"} or \
-                not isinstance(dropout.get("type"), str):
-            raise OptionError('dropout is "off" or {"type": ..., "layers": [...], "ratios": [...]}')
-        layers, ratios = dropout.get("layers", []), dropout.get("ratios", [1.0])
-        if not (isinstance(layers, list) and all(isinstance(k, int) and not isinstance(k, bool) for k in layers)
-                and isinstance(ratios, list) and all(isinstance(r, (int, float)) and not isinstance(r, bool)
-                                                     for r in ratios)):
-            raise OptionError("dropout layers must be a list of integers and ratios a list of numbers")
-        return sampling, DropSchedule(dropout["type"], tuple(layers), tuple(float(r) for r in ratios))
+        return sampling, DropSchedule.parse(dropout)
     except OptionError as exc:
         raise bad_request(f"hico dropout: {exc}", "invalid_value", "hico.dropout") from None
 
@@ -213,12 +207,11 @@ def parse_chat(body, max_tokens_limit: int, default_max_tokens: int) -> ChatRequ
     # OpenAI's default temperature is 1 (sampling); the model card's is greedy: a client that says nothing
     # gets the model card's behaviour, one that names a temperature above 0 gets sampling
     sampled = body.get("temperature") is not None and temperature > 0
-    options = GenerationOptions(max_new_tokens=max_tokens, do_sample=sampled, temperature=temperature,
-                                top_p=top_p, seed=seed)
+    options = GenerationConfig(max_new_tokens=max_tokens, do_sample=sampled, temperature=temperature,
+                               top_p=top_p, seed=seed, stop=tuple(stops))
     return ChatRequest(model=model, question=question, history=history, media=media, options=options,
                        sampling=sampling, dropout=dropout, stream=stream,
-                       include_usage=stream_options.get("include_usage", False), stop=tuple(stops),
-                       timeout=timeout)
+                       include_usage=stream_options.get("include_usage", False), timeout=timeout)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, visual_tokens: int) -> dict:

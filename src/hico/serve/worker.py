@@ -15,25 +15,22 @@ import time
 from dataclasses import dataclass, field
 
 from hico.api import Hico
+from hico.clips import TOKENS_PER_FRAME
 from hico.errors import HicoError, VideoError
-from hico.prompt import chat_prompt, tokenize
-from hico.serve.cache import VideoCache
+from hico.generate import Answer
+from hico.serve.cache import ServeStore
 from hico.serve.errors import ApiError
 from hico.serve.files import Media, public_message
 from hico.serve.metrics import Metrics
 from hico.serve.protocol import ChatRequest
-from hico.video.reader import TOKENS_PER_FRAME
+from hico.store import Stored
 from hico.video.sampling import SamplingOptions
 
 log = logging.getLogger("hico.serve")
 
 
-class Cancelled(Exception):
-    """The client went away: stop generating."""
-
-
-class Stopped(Exception):
-    """A stop string appeared: the answer is complete."""
+def client_closed() -> ApiError:
+    return ApiError(499, "the client closed the request", "client_closed")
 
 
 def timeout_error(seconds: float) -> ApiError:
@@ -62,36 +59,10 @@ class Job:
         self.cancelled.set()
 
 
-class StopFilter:
-    """Cuts the answer at the first stop string, holding back text that may be the start of one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        """The text that is safe to show now."""
-        self.text += piece
-        hits = [i for i in (self.text.find(s) for s in self.stops) if i >= 0]
-        if hits:
-            self.text, self.stopped = self.text[:min(hits)], True
-            return self.flush()
-        hold = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
-        end = len(self.text) - hold
-        out, self.sent = self.text[self.sent:end], max(self.sent, end)
-        return out
-
-    def flush(self) -> str:
-        out, self.sent = self.text[self.sent:], len(self.text)
-        return out
-
-
 class ModelWorker:
-    def __init__(self, model: Hico, cache: VideoCache, metrics: Metrics, max_queue: int) -> None:
+    def __init__(self, model: Hico, store: ServeStore, metrics: Metrics, max_queue: int) -> None:
         self.model = model
-        self.cache = cache
+        self.store = store
         self.metrics = metrics
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.busy = False
@@ -138,19 +109,15 @@ class ModelWorker:
 
     def process(self, job: Job) -> None:
         try:
-            if job.cancelled.is_set():
-                raise Cancelled
-            if time.monotonic() > job.deadline:
-                raise timeout_error(job.deadline - job.arrived)
-            encoded = self.cache.get(job.media, job.sampling)
-            job.emit("plan", self.plan_info(encoded))
-            job.emit("done", self.generate(job, encoded.memory))
-        except Cancelled:
-            self.metrics.cancelled.labels("client").inc()
-            job.emit("error", ApiError(499, "the client closed the request", "client_closed"))
+            stopped = self.stopped(job)
+            if stopped is not None:
+                raise stopped
+            stored = self.store.fetch(job.media, job.sampling)
+            job.emit("plan", self.plan_info(stored))
+            job.emit("done", self.generate(job, stored.memory))
         except ApiError as exc:
-            if exc.code == "request_timeout":
-                self.metrics.cancelled.labels("timeout").inc()
+            if exc.code in ("client_closed", "request_timeout"):
+                self.metrics.cancelled.labels("client" if exc.code == "client_closed" else "timeout").inc()
             job.emit("error", exc)
         except HicoError as exc:  # a video that cannot be read, options this video cannot meet, ...
             media = job.media[0]
@@ -161,56 +128,46 @@ class ModelWorker:
             job.emit("error", ApiError(500, "internal server error (the server log has the details)",
                                        "internal_error", "server_error"))
 
-    def plan_info(self, encoded) -> dict:
-        memory = encoded.memory
+    @staticmethod
+    def stopped(job: Job) -> ApiError | None:
+        """Why the job must stop now: its client left (499) or its deadline passed (504); None if neither."""
+        if job.cancelled.is_set():
+            return client_closed()
+        if time.monotonic() > job.deadline:
+            return timeout_error(job.deadline - job.arrived)
+        return None
+
+    def plan_info(self, stored: Stored) -> dict:
+        memory = stored.memory
         return {"frames": memory.num_frames, "indices": list(memory.indices), "times": list(memory.times),
                 "duration": memory.duration, "time_msg": memory.time_msg.strip(),
                 "visual_tokens": int(memory.tokens.shape[0]),
                 "tokens_per_frame": TOKENS_PER_FRAME if memory.time_msg else None,
-                "cache": encoded.level, "encode_seconds": round(encoded.seconds, 4)}
+                "cache": stored.level, "encode_seconds": round(stored.seconds, 4)}
 
     def generate(self, job: Job, memory) -> dict:
+        """Answer the job's question, streaming its text as ("text", piece) events; the engine ends the answer
+        at a stop string and stops at the next token once the client leaves or the deadline passes."""
         request = job.request
-        tokenizer = self.model.tokenizer
-        prompt = tokenize(chat_prompt(request.question, memory.time_msg, request.history), tokenizer)
-        visual = int(memory.tokens.shape[0])
-        prompt_tokens = int(prompt.numel()) - 1 + visual  # the one placeholder stands for every visual token
-        stops = StopFilter(request.stop)
         first = True
 
-        def on_text(piece: str) -> None:
+        def on_token(piece: str) -> None:
             nonlocal first
-            if job.cancelled.is_set():
-                raise Cancelled
-            if time.monotonic() > job.deadline:
-                raise timeout_error(job.deadline - job.arrived)
-            shown = stops.feed(piece)
-            if first and shown.strip():
+            if first:  # the answer's leading whitespace is not shown; its first visible text starts the clock
+                if not piece.strip():
+                    return
                 first = False
                 self.metrics.time_to_first_token.observe(time.monotonic() - job.arrived)
-                shown = shown.lstrip()
-            if shown and not first:
-                job.emit("text", shown)
-            if stops.stopped:
-                raise Stopped
+                piece = piece.lstrip()
+            job.emit("text", piece)
 
-        try:
-            text = self.model.answer(memory, request.question, request.history, request.options,
-                                     dropout=request.dropout, on_text=on_text)
-            finish = None
-        except Stopped:
-            text, finish = stops.text, "stop"
-        tail = stops.flush()
-        if tail.strip() or (tail and not first):
-            job.emit("text", tail.lstrip() if first else tail)
-        text = text.strip()
-        # answer() returns text, not ids: the count re-tokenizes it (equal to the generated ids but for
-        # rare merges across token boundaries)
-        completion_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-        if finish is None:
-            finish = "length" if completion_tokens >= request.options.max_new_tokens else "stop"
-        self.metrics.visual_tokens.inc(visual)
-        self.metrics.completion_tokens.inc(completion_tokens)
-        return {"text": text, "finish": finish,
-                "counts": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                           "visual_tokens": visual}}
+        answer: Answer = self.model.generate(memory, request.question, request.history, config=request.options,
+                                             dropout=request.dropout, on_token=on_token,
+                                             cancel=lambda: self.stopped(job) is not None)
+        if answer.finish_reason == "cancelled":
+            raise self.stopped(job) or client_closed()
+        self.metrics.visual_tokens.inc(answer.visual_tokens)
+        self.metrics.completion_tokens.inc(answer.completion_tokens)
+        return {"text": answer.text, "finish": answer.finish_reason,
+                "counts": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.completion_tokens,
+                           "visual_tokens": answer.visual_tokens}}

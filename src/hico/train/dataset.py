@@ -4,12 +4,15 @@
 that cannot be read, is skipped and counted; a sample longer than `max_length` (visual tokens included) is
 skipped and counted, never cut. When unreadable samples exceed `max_skip_share` the run stops with an error
 that names some of them. A file that breaks later, while training, is replaced by the next sample and counted.
+Videos are decoded in one kept worker process per training process (`decoder()`), not one per video.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +21,18 @@ import torch
 from tqdm import tqdm
 
 from hico.atomic import write_text_atomic
+from hico.clips import FRAMES_PER_CLIP, TOKENS_PER_CLIP
 from hico.errors import HicoError
 from hico.train.data import Sample
 from hico.train.labels import encode_sample
 from hico.train.stages import TrainConfig
 from hico.video.preprocess import image_clip, read_image
+from hico.video.reader import Video
 from hico.video.sampling import SamplingOptions
+from hico.video.worker import WorkerClient
 
 log = logging.getLogger(__name__)
-CLIP_FRAMES, TOKENS_PER_CLIP = 4, 64
+_DECODERS: dict[int, WorkerClient] = {}  # process id -> that process's decode worker
 
 
 class TrainingDataError(HicoError):
@@ -51,9 +57,24 @@ class SkipReport:
                                             "failed_in_training": self.failed_in_training}, indent=1))
 
 
+def decoder() -> WorkerClient:
+    """This process's kept decode worker process, started on first use and closed at exit. Keyed by process
+    id: a DataLoader worker process (forked or spawned) starts its own and never touches its parent's."""
+    client = _DECODERS.get(os.getpid())
+    if client is None:
+        client = _DECODERS[os.getpid()] = WorkerClient()
+        atexit.register(client.close)  # where atexit does not run (forked children), stdin's EOF ends the worker
+    return client
+
+
+def open_video(config: TrainConfig, path: str) -> Video:
+    """`path` opened as `config.isolate_decode` says: in this process's decode worker, or in process."""
+    return Video(path, isolate=config.isolate_decode, worker=decoder() if config.isolate_decode else None)
+
+
 def sampling_options(config: TrainConfig, sample: Sample) -> SamplingOptions:
     return SamplingOptions(policy=config.policy, max_num_frames=config.max_frames, min_num_frames=config.min_frames,
-                           local_num_frames=CLIP_FRAMES, start=sample.start, end=sample.end)
+                           local_num_frames=FRAMES_PER_CLIP, start=sample.start, end=sample.end)
 
 
 def time_message(config: TrainConfig, sample: Sample, message: str | None) -> str | None:
@@ -67,17 +88,15 @@ def time_message(config: TrainConfig, sample: Sample, message: str | None) -> st
 def prepare(samples: list[Sample], tokenizer, config: TrainConfig,
             progress: bool = True) -> tuple[list[Sample], SkipReport]:
     """The usable samples and what was skipped; raises TrainingDataError above the unreadable threshold."""
-    from hico.video.reader import Video
-
     report = SkipReport(total=len(samples))
     kept = []
     for sample in tqdm(samples, desc="samples checked", unit="sample", disable=not progress):
         visual, time_msg = 0, None
         try:
             if sample.video:
-                with Video(sample.video, isolate=config.isolate_decode) as video:
+                with open_video(config, sample.video) as video:
                     plan = video.plan(sampling_options(config, sample))
-                visual = -(-plan.num_frames // CLIP_FRAMES) * TOKENS_PER_CLIP
+                visual = -(-plan.num_frames // FRAMES_PER_CLIP) * TOKENS_PER_CLIP
                 time_msg = time_message(config, sample, plan.time_msg)
             elif sample.image:
                 read_image(sample.image)
@@ -123,16 +142,14 @@ class ConversationDataset(torch.utils.data.Dataset):
         raise TrainingDataError("every training sample failed to load")
 
     def _features(self, sample: Sample) -> dict:
-        from hico.video.reader import Video
-
         clips, time_msg = None, None
         if sample.video:
-            with Video(sample.video, isolate=self.config.isolate_decode) as video:
+            with open_video(self.config, sample.video) as video:
                 plan = video.plan(sampling_options(self.config, sample))
-                clips = torch.stack([c.pixels for c in video.clips(plan, self.image_size, CLIP_FRAMES)])
+                clips = torch.stack([c.pixels for c in video.clips(plan, self.image_size, FRAMES_PER_CLIP)])
             time_msg = time_message(self.config, sample, plan.time_msg)
         elif sample.image:
-            clips = image_clip(read_image(sample.image), self.image_size, CLIP_FRAMES)[None]
+            clips = image_clip(read_image(sample.image), self.image_size, FRAMES_PER_CLIP)[None]
         encoded = encode_sample(sample, self.tokenizer, self.config.template, time_msg,
                                 0 if clips is None else clips.shape[0] * TOKENS_PER_CLIP, self.config.max_length,
                                 self.config.labels)

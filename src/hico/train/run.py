@@ -16,7 +16,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from hico.api import load_tokenizer
+from hico.checkpoint import HicoConfig, resolve_checkpoint
 from hico.errors import OptionError
+from hico.records import is_main_process
+from hico.train.data import load_conversations, load_mixture
+from hico.train.dataset import ConversationDataset, SkipReport, collate, prepare
+from hico.train.engine import HicoTrainer, LossLog, TrainingModel, build_model, training_arguments
 from hico.train.stages import TrainConfig, high_res_config
 
 
@@ -24,13 +30,11 @@ from hico.train.stages import TrainConfig, high_res_config
 class TrainResult:
     output: Path
     losses: list[tuple[int, float]]  # (step, logged loss)
-    skips: object  # SkipReport
+    skips: SkipReport
     steps: int
 
 
 def load_samples(data: str | Path, seed: int = 0):
-    from hico.train.data import load_conversations, load_mixture
-
     path = Path(data)
     if path.suffix in (".yaml", ".yml"):
         return load_mixture(path, seed)
@@ -65,11 +69,6 @@ def last_checkpoint(output: Path, set_aside: bool = False) -> Path | None:
     return None
 
 
-def is_main_process() -> bool:
-    """World process zero: torchrun and accelerate set RANK; one process reports and writes."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _complete(folder: Path) -> bool:
     if not all((folder / name).is_file() for name in ("config.json", "model.safetensors", "trainer_state.json")):
         return False
@@ -83,12 +82,6 @@ def _complete(folder: Path) -> bool:
 def train(model_path: str | Path, data: str | Path, output: str | Path, config: TrainConfig, *,
           resume: bool = False, progress: bool = True, callbacks: list | None = None, revision: str | None = None,
           **trainer_args) -> TrainResult:
-    from hico.api import load_tokenizer
-    from hico.checkpoint import HicoConfig, resolve_checkpoint
-    from hico.compress import DropSchedule
-    from hico.train.dataset import ConversationDataset, collate, prepare
-    from hico.train.engine import HicoTrainer, LossLog, TrainingModel, build_model, training_arguments
-
     model_path, output = resolve_checkpoint(model_path, revision), Path(output)  # a folder or a Hub id
     if not (model_path / "config.json").is_file():
         raise OptionError(f"{model_path}: no config.json; pass a checkpoint folder in the official layout")
@@ -105,12 +98,10 @@ def train(model_path: str | Path, data: str | Path, output: str | Path, config: 
     if config.high_res:
         official = high_res_config(official)
     hico_config = HicoConfig.from_official(official, str(model_path / "config.json"))
-    schedule = DropSchedule()
-    if config.dropout:
-        schedule = hico_config.dropout_schedule
-        if not schedule.enabled:
-            raise OptionError(f"{model_path}/config.json sets no in-LLM dropout (llm_compress_layer_list); "
-                              "set one to train with dropout")
+    if config.dropout == "model" and not hico_config.dropout_schedule.enabled:
+        raise OptionError(f"{model_path}/config.json sets no in-LLM dropout (llm_compress_layer_list); "
+                          "set one to train with dropout")
+    schedule = hico_config.schedule(config.dropout)  # the rules of `Hico.schedule`
     tokenizer = load_tokenizer(model_path)
     if tokenizer is None:
         raise OptionError(f"{model_path}: no tokenizer files; training needs them")

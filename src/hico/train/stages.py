@@ -13,6 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from hico.compress import DropSchedule
 from hico.errors import OptionError
 
 PRESETS = Path(__file__).resolve().parent / "presets"
@@ -23,7 +26,7 @@ PARTS = ("vision", "projector", "llm")
 class LoraSettings:
     rank: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.05  # LoRA dropout probability (PEFT's lora_dropout), not the in-LLM token dropout
     targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # LLM attention projections
     tower: bool = False  # also adapt the vision tower's attention (qkv, proj)
 
@@ -49,7 +52,10 @@ class TrainConfig:
     scheduler: str = "cosine"
     gradient_checkpointing: bool = True
     high_res: bool = False  # switch the tower to 448 input (stage 4)
-    dropout: bool = False  # train with the checkpoint's in-LLM progressive dropout
+    # In-LLM visual-token dropout while training, any setting `DropSchedule.parse` reads: off (the official
+    # training), model (the checkpoint's llm_compress_* schedule), default (its inference setting), a type
+    # mapping {type: uniform, layers: [1], ratios: [1, 0.5]}; true/false as model/off. Stored parsed.
+    dropout: DropSchedule | str = DropSchedule()
     lora: LoraSettings | None = None
     max_skip_share: float = 0.05  # unreadable samples above this share stop the run
     save_steps: int = 500
@@ -64,6 +70,7 @@ class TrainConfig:
     fsdp_config: str | None = None  # e.g. configs/fsdp.json (wraps Qwen2 decoder layers)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dropout", DropSchedule.parse(self.dropout))
         if not self.train or set(self.train) - set(PARTS):
             raise OptionError(f"train lists parts among {PARTS}, got {list(self.train)}")
         if self.policy not in ("middle", "dynamic_fps1"):
@@ -89,8 +96,6 @@ class TrainConfig:
 
 def load_stage(stage: int | str | Path, overrides: dict | None = None) -> TrainConfig:
     """A stage preset (1-4, or a YAML file of the same fields) with `overrides` applied."""
-    import yaml
-
     path = PRESETS / f"stage{stage}.yaml" if str(stage) in ("1", "2", "3", "4") else Path(str(stage))
     if not path.is_file():
         raise OptionError(f"unknown stage {stage!r}: use 1, 2, 3, 4 or a YAML file of training settings")
@@ -122,8 +127,6 @@ def load_stage(stage: int | str | Path, overrides: dict | None = None) -> TrainC
 
 def parse_overrides(items: list[str]) -> dict:
     """`key=value` strings (values read as YAML: 1e-4, true, [a, b]) -> a dict; `lora.rank=8` nests."""
-    import yaml
-
     result: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
