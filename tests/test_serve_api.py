@@ -153,6 +153,27 @@ def test_stop_string_cuts_the_answer(client, uploaded):
     assert reply.choices[0].finish_reason == "stop"
 
 
+def test_dropout_settings_resolve_against_the_checkpoint(client, uploaded):
+    file, _, _ = uploaded
+    messages = ask(f"hico://files/{file.id}")
+
+    def answer(dropout) -> str:
+        reply = client.chat.completions.create(model="hico-embedded", messages=messages, max_tokens=8,
+                                               extra_body={"hico": {"dropout": dropout}})
+        return reply.choices[0].message.content
+
+    given = {str(d): answer(d) for d in ("default", "model", "off", {"type": "uniform", "layers": [1],
+                                                                        "ratios": [1, 0.5]})}
+    assert all(given.values()), given
+    # the embedded checkpoint turns its configured schedule on: "default" (as when none is given) and "model" agree
+    assert given["default"] == given["model"] == client.chat.completions.create(
+        model="hico-embedded", messages=messages, max_tokens=8).choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as caught:  # 4 layers: nothing to drop after the last one
+        answer({"type": "uniform", "layers": [4], "ratios": [1, 0.5]})
+    assert caught.value.body["param"] == "hico.dropout" and caught.value.body["code"] == "invalid_value"
+    assert "deeper than 4 layers" in caught.value.body["message"]
+
+
 def test_wrong_or_missing_key_is_401(server, videos):
     for key in (None, "wrong-key-0123456789", KEY + "x"):
         bad = openai.OpenAI(base_url=server.url + "/v1", api_key=key or "none", max_retries=0, timeout=30)

@@ -51,7 +51,21 @@ def test_options_map_onto_hico_types():
     assert request.stop == ("\n",) and request.stream and request.include_usage
     assert request.sampling == SamplingOptions.plain(num_frames=16, start=2.5, end=30)
     assert request.dropout == DropSchedule("uniform", (2,), (1.0, 0.5))
-    assert parse(messages=request_messages(), hico={"dropout": "off"}).dropout == DropSchedule()
+    assert request.options.stop == ("\n",)  # the engine ends the answer at the stop strings
+
+
+@pytest.mark.parametrize(("dropout", "expected"), [
+    ("off", DropSchedule()),
+    ("default", "default"),  # the checkpoint's inference setting, as when none is given
+    ("model", "model"),  # the checkpoint's configured schedule, resolved by the server against the model
+    ({"type": "uniform0_attention", "layers": [1, 2], "ratios": [1, 0.5, 0.25]},
+     DropSchedule("uniform0_attention", (1, 2), (1.0, 0.5, 0.25))),
+    ({"type": "attention", "layers": "2", "ratios": "1,0.5"}, DropSchedule("attention", (2,), (1.0, 0.5))),
+    ({"type": "off"}, DropSchedule()),
+    (False, DropSchedule()),
+])
+def test_dropout_is_read_as_the_command_line_reads_it(dropout, expected):
+    assert parse(messages=request_messages(), hico={"dropout": dropout}).dropout == expected
 
 
 def request_messages():
@@ -81,6 +95,14 @@ def test_images_and_a_video_do_not_mix():
     ({"messages": request_messages(), "hico": {"fps": -1}}, "hico.fps"),
     ({"messages": request_messages(), "hico": {"num_frames": 8, "fps": 1}}, "hico"),
     ({"messages": request_messages(), "hico": {"dropout": {"type": "uniform", "layers": [2]}}}, "hico.dropout"),
+    ({"messages": request_messages(), "hico": {"dropout": {"type": "all"}}}, "hico.dropout"),
+    ({"messages": request_messages(), "hico": {"dropout": "sometimes"}}, "hico.dropout"),
+    ({"messages": request_messages(), "hico": {"dropout": 0.5}}, "hico.dropout"),
+    ({"messages": request_messages(), "hico": {"dropout": {"type": "uniform", "layers": [2], "ratios": [1, 0.5],
+                                                           "when": "always"}}}, "hico.dropout"),
+    ({"messages": request_messages(), "hico": {"dropout": {"type": "uniform", "layers": [1.5],
+                                                           "ratios": [1, 0.5]}}}, "hico.dropout"),
+    ({"messages": request_messages(), "hico": {"dropout": {"type": "off", "layers": [2]}}}, "hico.dropout"),
     ({"messages": request_messages(), "model": 3}, "model"),
 ])
 def test_refusals_name_the_field(body, param):

@@ -1,4 +1,5 @@
-"""The model worker's parts that need no model: the bounded queue (429 + Retry-After) and stop strings."""
+"""The model worker: the bounded queue (429 + Retry-After), cancellation by the client or the deadline through
+the engine's `cancel`, and, on the embedded model, stop strings split across tokens and the usage counts."""
 
 from __future__ import annotations
 
@@ -10,25 +11,57 @@ import torch
 
 pytest.importorskip("fastapi")
 
-from hico.generate import GenerationOptions
-from hico.memory import VideoMemory
-from hico.serve.cache import Encoded
+import hico
+from hico.embedded import embedded_path
+from hico.generate import Answer, GenerationConfig, Timings
+from hico.memory import VideoMemory, file_digest
+from hico.prompt import chat_prompt, tokenize
+from hico.serve.cache import ServeStore
 from hico.serve.errors import ApiError
+from hico.serve.files import Media
 from hico.serve.metrics import Metrics
 from hico.serve.protocol import ChatRequest
-from hico.serve.worker import Job, ModelWorker, StopFilter
+from hico.serve.worker import Job, ModelWorker
+from hico.store import MEMORY_BYTES, Stored
 from hico.video.sampling import SamplingOptions
+from serve_support import demo_video
+
+QUESTION = "Describe the picture in the video."
 
 
-def job(loop) -> Job:
-    request = ChatRequest(model=None, question="?", history=(), media=(), options=GenerationOptions(),
-                          sampling=None, dropout=None)
-    return Job(request, (), SamplingOptions(), loop, time.monotonic() + 60)
+def job(loop, options: GenerationConfig = GenerationConfig(), media: tuple = ()) -> Job:
+    request = ChatRequest(model=None, question=QUESTION, history=(), media=media, options=options, sampling=None,
+                          dropout=None)
+    return Job(request, media, SamplingOptions(), loop, time.monotonic() + 60)
+
+
+def run(worker: ModelWorker, make_job, on_emit=None) -> list:
+    """The events of one job processed by `worker` (`on_emit(job, kind, count of that kind)` sees each)."""
+    loop = asyncio.new_event_loop()
+    try:
+        the_job = make_job(loop)
+        if on_emit is not None:
+            emit, seen = the_job.emit, {}
+
+            def watched(kind, value):
+                seen[kind] = seen.get(kind, 0) + 1
+                emit(kind, value)
+                on_emit(the_job, kind, seen[kind])
+
+            the_job.emit = watched
+        worker.process(the_job)
+        loop.run_until_complete(asyncio.sleep(0))  # deliver the events the worker queued
+        events = []
+        while not the_job.events.empty():
+            events.append(the_job.events.get_nowait())
+    finally:
+        loop.close()
+    return events
 
 
 def test_a_full_queue_answers_429_with_retry_after():
     metrics = Metrics()
-    worker = ModelWorker(model=None, cache=None, metrics=metrics, max_queue=3)  # not started
+    worker = ModelWorker(model=None, store=None, metrics=metrics, max_queue=3)  # not started
     loop = asyncio.new_event_loop()
     try:
         for _ in range(3):
@@ -44,90 +77,129 @@ def test_a_full_queue_answers_429_with_retry_after():
         loop.close()
 
 
-def feed_all(stops, pieces) -> tuple[list[str], str, bool]:
-    cut = StopFilter(tuple(stops))
-    shown = []
-    for piece in pieces:
-        shown.append(cut.feed(piece))
-        if cut.stopped:
-            break
-    shown.append(cut.flush())
-    return shown, cut.text, cut.stopped
-
-
-def test_stop_string_split_across_pieces_is_never_shown():
-    shown, text, stopped = feed_all(["END"], ["a red ", "circle E", "N", "D and more"])
-    assert "".join(shown) == text == "a red circle " and stopped
-    assert shown[1] == "circle "  # "E" held back: it may begin the stop string
-
-
-def test_held_back_text_is_released_when_it_is_not_a_stop():
-    shown, text, stopped = feed_all(["END"], ["a red E", "dge"])
-    assert shown[0] == "a red " and "".join(shown) == text == "a red Edge" and not stopped
-
-
-def test_the_earliest_of_several_stops_wins():
-    assert feed_all(["circle", "red"], ["a red circle"])[1] == "a "
-    assert feed_all([], ["a", " b"])[0] == ["a", " b", ""]
-
-
-class Cache:
-    def get(self, media, sampling):
+class Store:
+    def fetch(self, media, sampling) -> Stored:
         memory = VideoMemory(tokens=torch.zeros(64, 8), indices=[0], times=[0.0], time_msg="", duration=0.0,
                              source="image", key="k")
-        return Encoded(memory, "memory", 0.0)
+        return Stored(memory, "memory", 0.0)
 
 
 class EndlessModel:
-    """Answers with an endless stream of words (what a real model may do with a high max_tokens)."""
+    """Answers with an endless stream of words (what a real model may do with a high max_tokens), polling
+    `cancel` before every token as the engine does."""
 
-    def __init__(self, on_piece) -> None:
-        self.on_piece = on_piece
+    def __init__(self) -> None:
         self.pieces = 0
-        self.tokenizer = lambda text, add_special_tokens=False: {"input_ids": text.split()}
 
-    def answer(self, memory, question, history, options, *, dropout=None, on_text=None):
-        for _ in range(10_000):
+    def generate(self, memory, question, history=(), *, config, dropout=None, on_token=None, cancel=None) -> Answer:
+        while self.pieces < 10_000:
+            if cancel():
+                return Answer("word " * self.pieces, (1,) * self.pieces, 10, self.pieces, "cancelled", 64,
+                              Timings(0.0, 0.0, 0.0))
             self.pieces += 1
-            self.on_piece(self.pieces)
-            on_text(" word")
-        return "never reached"
+            on_token(" word")
+        raise AssertionError("cancel never said stop")
 
 
-def run_job(monkeypatch, on_piece) -> tuple[list, EndlessModel, Metrics]:
-    import hico.serve.worker as worker_module
-
-    monkeypatch.setattr(worker_module, "tokenize", lambda text, tokenizer: torch.zeros(10))
-    metrics = Metrics()
-    loop = asyncio.new_event_loop()
-    try:
-        the_job = job(loop)
-        model = EndlessModel(lambda n: on_piece(the_job, n))
-        worker = ModelWorker(model=model, cache=Cache(), metrics=metrics, max_queue=1)
-        worker.process(the_job)
-        loop.run_until_complete(asyncio.sleep(0))  # deliver the events the worker queued
-        events = []
-        while not the_job.events.empty():
-            events.append(the_job.events.get_nowait())
-    finally:
-        loop.close()
-    return events, model, metrics
-
-
-def test_a_client_that_leaves_stops_its_generation_at_the_next_token(monkeypatch):
-    def leave_after_three(the_job, n):
-        if n == 3:
-            the_job.cancel()  # what the server does when the connection drops
-
-    events, model, metrics = run_job(monkeypatch, leave_after_three)
-    assert model.pieces == 3  # the third piece's callback saw the cancellation and ended the loop
-    assert [kind for kind, _ in events] == ["plan", "text", "text", "error"]
-    assert events[-1][1].status == 499
+def test_a_client_that_leaves_stops_its_generation_at_the_next_token():
+    metrics, model = Metrics(), EndlessModel()
+    worker = ModelWorker(model=model, store=Store(), metrics=metrics, max_queue=1)
+    events = run(worker, job, lambda the_job, kind, n: the_job.cancel() if kind == "text" and n == 3 else None)
+    assert model.pieces == 3  # the engine polled `cancel` before the fourth token and stopped
+    assert [kind for kind, _ in events] == ["plan", "text", "text", "text", "error"]
+    assert [value for kind, value in events if kind == "text"] == ["word", " word", " word"]  # no leading space
+    assert events[-1][1].status == 499 and events[-1][1].code == "client_closed"
     assert b'hico_requests_cancelled_total{reason="client"} 1.0' in metrics.render()
+    assert b"hico_time_to_first_token_seconds_count 1.0" in metrics.render()
 
 
-def test_a_request_past_its_deadline_ends_with_504(monkeypatch):
-    events, model, metrics = run_job(monkeypatch, lambda the_job, n: setattr(the_job, "deadline", 0) if n == 5 else None)
+def test_a_request_past_its_deadline_ends_with_504():
+    metrics, model = Metrics(), EndlessModel()
+    worker = ModelWorker(model=model, store=Store(), metrics=metrics, max_queue=1)
+    events = run(worker, job, lambda the_job, kind, n: setattr(the_job, "deadline", 0) if kind == "text" and n == 5
+                 else None)
     assert model.pieces == 5 and events[-1][1].status == 504
     assert events[-1][1].code == "request_timeout"
     assert b'hico_requests_cancelled_total{reason="timeout"} 1.0' in metrics.render()
+    assert b'hico_requests_cancelled_total{reason="client"}' not in metrics.render()
+
+
+def test_a_job_cancelled_or_late_before_it_starts_encodes_nothing():
+    class NoStore:
+        def fetch(self, media, sampling):
+            raise AssertionError("nothing should be encoded for a job that is over")
+
+    worker = ModelWorker(model=EndlessModel(), store=NoStore(), metrics=Metrics(), max_queue=1)
+
+    def gone(loop):
+        the_job = job(loop)
+        the_job.cancel()
+        return the_job
+
+    def late(loop):
+        the_job = job(loop)
+        the_job.deadline = time.monotonic() - 1
+        return the_job
+
+    assert [(kind, value.status) for kind, value in run(worker, gone)] == [("error", 499)]
+    assert [(kind, value.status) for kind, value in run(worker, late)] == [("error", 504)]
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory):
+    """(model, store, the demo video's Media, its colour and shape) on the embedded model."""
+    demo = demo_video(tmp_path_factory.mktemp("serve-worker") / "demo.mp4", seed=0, seconds=32)
+    model = hico.load(embedded_path())
+    store = ServeStore(model, cache_dir=None, memory_bytes=MEMORY_BYTES, max_videos=None, decode_timeout=30)
+    yield model, store, Media(demo.path, "video", file_digest(demo.path), "demo.mp4"), demo
+    store.close()
+
+
+def split_stop(model, token_ids) -> tuple[str, int]:
+    """A stop string of two characters on either side of the first boundary between two tokens' text, and how
+    many tokens the answer has once it is complete (the one that completes the stop string included)."""
+    for k in range(1, len(token_ids)):
+        before = model.tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True)
+        after = model.tokenizer.decode(list(token_ids[:k + 1]), skip_special_tokens=True)
+        stop = before[-2:] + after[len(before):len(before) + 2]
+        if len(before) >= 2 and len(after) >= len(before) + 2 and stop.strip() == stop and stop not in before:
+            return stop, k + 1
+    raise AssertionError(f"no token boundary to split a stop string across in {token_ids}")
+
+
+def test_stop_strings_split_across_tokens_are_never_shown(embedded):
+    model, store, media, demo = embedded
+    worker = ModelWorker(model=model, store=store, metrics=Metrics(), max_queue=1)
+    events = run(worker, lambda loop: job(loop, GenerationConfig(max_new_tokens=32), (media,)))
+    full = events[-1][1]
+    assert events[-1][0] == "done" and demo.colour in full["text"] and demo.shape in full["text"], events
+    memory = store.fetch([media], SamplingOptions()).memory
+    answer = model.generate(memory, QUESTION, config=GenerationConfig(max_new_tokens=32))  # the same, directly
+    assert answer.text == full["text"]
+
+    stop, tokens = split_stop(model, answer.token_ids)
+    metrics = Metrics()
+    worker = ModelWorker(model=model, store=store, metrics=metrics, max_queue=1)
+    events = run(worker, lambda loop: job(loop, GenerationConfig(max_new_tokens=32, stop=(stop,)), (media,)))
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "plan" and kinds[-1] == "done" and set(kinds[1:-1]) == {"text"}
+    shown = "".join(value for kind, value in events if kind == "text")
+    done = events[-1][1]
+    cut = answer.text[:answer.text.index(stop)]
+    assert shown == done["text"] == cut.strip()  # the stop string's first half was held back, never shown
+    assert done["finish"] == "stop"
+    # the counts are the engine's: the prompt (the one placeholder stands for every visual token) and the tokens
+    # generated up to the one that completed the stop string
+    visual = memory.num_frames * 16
+    prompt = tokenize(chat_prompt(QUESTION, memory.time_msg), model.tokenizer)
+    assert done["counts"] == {"prompt_tokens": prompt.numel() - 1 + visual, "completion_tokens": tokens,
+                              "visual_tokens": visual}
+    assert metrics.registry.get_sample_value("hico_completion_tokens_total") == tokens
+    assert metrics.registry.get_sample_value("hico_visual_tokens_total") == visual
+
+
+def test_a_short_limit_ends_with_length(embedded):
+    model, store, media, _ = embedded
+    worker = ModelWorker(model=model, store=store, metrics=Metrics(), max_queue=1)
+    done = run(worker, lambda loop: job(loop, GenerationConfig(max_new_tokens=1), (media,)))[-1][1]
+    assert done["finish"] == "length" and done["counts"]["completion_tokens"] == 1 and done["text"]

@@ -18,6 +18,7 @@ from hico.api import Hico
 from hico.clips import TOKENS_PER_FRAME
 from hico.errors import HicoError, VideoError
 from hico.generate import Answer
+from hico.memory import VideoMemory
 from hico.serve.cache import ServeStore
 from hico.serve.errors import ApiError
 from hico.serve.files import Media, public_message
@@ -145,7 +146,7 @@ class ModelWorker:
                 "tokens_per_frame": TOKENS_PER_FRAME if memory.time_msg else None,
                 "cache": stored.level, "encode_seconds": round(stored.seconds, 4)}
 
-    def generate(self, job: Job, memory) -> dict:
+    def generate(self, job: Job, memory: VideoMemory) -> dict:
         """Answer the job's question, streaming its text as ("text", piece) events; the engine ends the answer
         at a stop string and stops at the next token once the client leaves or the deadline passes."""
         request = job.request
@@ -164,8 +165,8 @@ class ModelWorker:
         answer: Answer = self.model.generate(memory, request.question, request.history, config=request.options,
                                              dropout=request.dropout, on_token=on_token,
                                              cancel=lambda: self.stopped(job) is not None)
-        if answer.finish_reason == "cancelled":
-            raise self.stopped(job) or client_closed()
+        if answer.finish_reason == "cancelled":  # what `cancel` saw stays so: the client left or time ran out
+            raise self.stopped(job)
         self.metrics.visual_tokens.inc(answer.visual_tokens)
         self.metrics.completion_tokens.inc(answer.completion_tokens)
         return {"text": answer.text, "finish": answer.finish_reason,
