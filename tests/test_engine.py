@@ -296,3 +296,19 @@ def test_the_readme_example_runs(clips, tmp_path, monkeypatch, capsys) -> None:
     printed = capsys.readouterr().out
     assert "stop" in printed or "length" in printed
     assert list((tmp_path / "cache").glob("*.safetensors"))  # the store's disk cache
+
+
+def test_store_hashes_a_file_once_until_it_changes(model, clips, tmp_path, monkeypatch) -> None:
+    import hico.store as store_module
+
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(clips[0].read_bytes())
+    hashed = []
+    original = store_module.content_digest
+    monkeypatch.setattr(store_module, "content_digest", lambda path: hashed.append(path) or original(path))
+    with VideoStore(model) as store:
+        first = store.get(copy, FOUR)
+        assert store.get(copy, FOUR).memory is first.memory and len(hashed) == 1
+        copy.write_bytes(clips[1].read_bytes())  # other bytes under the same name: hashed again, encoded again
+        changed = store.get(copy, FOUR)
+        assert len(hashed) == 2 and changed.level == "encoded" and changed.memory is not first.memory

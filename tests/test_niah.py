@@ -445,7 +445,7 @@ def _dropout_model(folder: Path) -> hico.Hico:
 
     dropout = {"mm_llm_compress": True, "llm_compress_type": "uniform0_attention", "llm_compress_layer_list": [1, 2],
                "llm_image_token_ratio_list": [1.0, 0.5, 0.25]}
-    write_random_checkpoint(folder, tiny_official_config(dropout=dropout), seed=5)
+    write_random_checkpoint(folder, tiny_official_config(dropout=dropout), seed=6)  # where the 3 schedules differ
     return hico.load(folder)
 
 
@@ -485,6 +485,7 @@ def test_dropout_words_and_schedules(tmp_path, data, model) -> None:
     custom = DropSchedule.parse("uniform", "1", "1,0.25")
     expected = {"off": ("off", DropSchedule()), "model": ("model", configured), "default": ("model", configured),
                 custom: ("uniform --dropout-layers 1 --dropout-ratios 1,0.25", custom)}
+    predicted = set()
     for setting, (label, schedule) in expected.items():
         name = setting if isinstance(setting, str) else "custom"
         (record,) = read_results(run(folder, dropping, tmp_path / f"dropping-{name}.jsonl",
@@ -492,6 +493,8 @@ def test_dropout_words_and_schedules(tmp_path, data, model) -> None:
         assert record["dropout"] == label
         assert record["predictions"] == [_prefilled_prediction(dropping, folder, case, case["questions"][0],
                                                                schedule)], name
+        predicted.add(record["predictions"][0])
+    assert len(predicted) == 3  # each schedule answers differently here: a schedule left out would show
     with pytest.raises(OptionError, match="deeper than"):
         run(folder, dropping, tmp_path / "deep.jsonl", RunOptions(dropout=DropSchedule("uniform", (9,), (1.0, 0.5)),
                                                                   progress=False))

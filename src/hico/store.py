@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 MEMORY_BYTES = 4 << 30  # encoded videos and their prefixes kept in RAM, at most
 PREFETCH_BYTES = 1 << 30  # preprocessed clips held ahead of the model, at most
 PREFETCH_NICE = 19  # decode workers ahead of the model take only the CPU it leaves idle (bench/eval.py)
+DIGESTS_KEPT = 4096  # file digests remembered by path, size and modification time
 ENCODE_BATCH_CLIPS = 8  # clips per tower call: bounds activation memory whatever the video length
 
 
@@ -79,6 +80,7 @@ class VideoStore:
         self.decode_timeout = decode_timeout
         self.on_get = on_get
         self.memories: OrderedDict[str, VideoMemory] = OrderedDict()
+        self._digests: OrderedDict[tuple, str] = OrderedDict()  # (path, size, mtime) -> content digest
         self._decoder = None  # the kept WorkerClient of `get`, started on first use
         self._prefetcher: _Prefetcher | None = None
         engine.stores.add(self)
@@ -104,6 +106,23 @@ class VideoStore:
                 self.keep(key, memory)
                 return memory, "disk"
         return None, ""
+
+    def digest(self, video: str | Path) -> str:
+        """The content digest of a video file, hashed once per (path, size, modification time): asking about a
+        video again does not read its bytes again. Frame folders are hashed each time."""
+        path = Path(video)
+        try:
+            stat = path.stat()
+        except OSError:
+            return content_digest(path)  # the reader's error for it
+        if path.is_dir():
+            return content_digest(path)
+        mark = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if mark not in self._digests:
+            self._digests[mark] = content_digest(path)
+            while len(self._digests) > DIGESTS_KEPT:
+                self._digests.popitem(last=False)
+        return self._digests[mark]
 
     def has(self, key: str) -> bool:
         """Whether `key` is held in RAM or on disk (not checked for damage: `cached` does that)."""
@@ -140,7 +159,7 @@ class VideoStore:
         when the caller has it) saves hashing the file again; `name` is what the memory's `source` says
         (the path by default)."""
         started = time.perf_counter()
-        key = self.key(digest or content_digest(video), sampling)
+        key = self.key(digest or self.digest(video), sampling)
         memory, level = self.cached(key)
         if memory is None:
             memory, level = self._encode(Path(video), sampling, key, progress, video_options), "encoded"

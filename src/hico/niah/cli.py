@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hico.cli import Parser, add_model_args, load_model
-from hico.compress import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
+from hico.cli import Parser, add_dropout_args, add_model_args, dropout_schedule, load_model
 from hico.errors import OptionError
 
 
@@ -49,8 +48,7 @@ def cmd_niah_run(args: argparse.Namespace) -> None:
     from hico.niah.build import load_benchmark
     from hico.niah.run import RunOptions, run
 
-    dropout = DropSchedule.parse(args.dropout, args.dropout_layers, args.dropout_ratios)
-    options = RunOptions(dropout=dropout, limit=args.limit, answer=args.answer)
+    options = RunOptions(dropout=dropout_schedule(args), limit=args.limit, answer=args.answer)
     load_benchmark(args.bench)  # a wrong folder fails before a large model is loaded
     results = run(args.bench, load_model(args), args.results, options)
     print(f"results in {results}")
@@ -113,11 +111,7 @@ def register(sub) -> None:
     run.add_argument("bench", help="benchmark folder from `hico niah build`")
     add_model_args(run)
     run.add_argument("--results", help="results JSONL (default: results-<model>.jsonl in the benchmark folder)")
-    run.add_argument("--dropout", choices=DROP_WORDS + DROP_KINDS, default="off",
-                     help=f"{DROPOUT_HELP}; default off, as the official NIAH")
-    run.add_argument("--dropout-layers", help="with a dropout type: layer numbers after which to drop, e.g. 4,18")
-    run.add_argument("--dropout-ratios", help="with a dropout type: kept fractions, one more than layers, "
-                                              "e.g. 1,0.75,0.25")
+    add_dropout_args(run, default="off")  # the official NIAH runs without in-LLM dropout
     run.add_argument("--limit", type=int, help="answer at most N new cases (a later run resumes)")
     run.add_argument("--answer", choices=("letter", "open"), default="letter",
                      help="letter: the official protocol (the option letter); open: ask without the options and "
