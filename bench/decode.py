@@ -50,7 +50,7 @@ def real_width_checkpoint(layers: int) -> Path:
     return folder
 
 
-def measure(model_path: str, frames: int, tokens: int, repeats: int) -> dict:
+def measure(model_path: str, frames: int, tokens: int, repeats: int, device: str, dtype: str) -> dict:
     """In this process (whichever tree is on sys.path): ms per token of `answer`, and what it ran."""
     import torch
 
@@ -59,8 +59,9 @@ def measure(model_path: str, frames: int, tokens: int, repeats: int) -> dict:
     from hico.memory import VideoMemory
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
-    model = hico.load(model_path)
+    if device == "cpu":
+        torch.set_num_threads(2)
+    model = hico.load(model_path, dtype=getattr(torch, dtype), device=device)
     hidden = model.model.config.hidden_size
     memory = VideoMemory(tokens=torch.randn(16 * frames, hidden) * 0.02, indices=list(range(frames)),
                          times=[float(i) for i in range(frames)], time_msg="", duration=float(frames),
@@ -71,6 +72,8 @@ def measure(model_path: str, frames: int, tokens: int, repeats: int) -> dict:
     def timed(new: int) -> float:
         start = time.perf_counter()
         model.answer(memory, QUESTION, options=GenerationOptions(max_new_tokens=new))
+        if device != "cpu":
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     one = min(timed(1) for _ in range(repeats))
@@ -78,10 +81,10 @@ def measure(model_path: str, frames: int, tokens: int, repeats: int) -> dict:
     return {"ms_per_token": 1000 * (full - one) / tokens, "first_token_s": one, "hico": hico.__file__}
 
 
-def run_tree(src: Path, model: str, frames: int, tokens: int, repeats: int) -> dict:
+def run_tree(src: Path, model: str, frames: int, tokens: int, repeats: int, device: str, dtype: str) -> dict:
     command = [sys.executable, __file__, "--one", model, "--frames", str(frames), "--tokens", str(tokens),
-               "--repeats", str(repeats)]
-    env = {**os.environ, "PYTHONPATH": str(src)}
+               "--repeats", str(repeats), "--device", device, "--dtype", dtype]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     if not row["hico"].startswith(str(src)):
@@ -107,10 +110,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--out", type=Path, default=CACHE / "decode.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.frames[0], args.tokens, args.repeats)))
+        print(json.dumps(measure(args.one, args.frames[0], args.tokens, args.repeats, args.device, args.dtype)))
         return
     from hico.embedded import embedded_path
 
@@ -124,16 +130,24 @@ def main() -> None:
             best = {}
             for _ in range(args.rounds):
                 for tree, src in trees.items():
-                    row = run_tree(src, path, frames, args.tokens, args.repeats)
+                    row = run_tree(src, path, frames, args.tokens, args.repeats, args.device, args.dtype)
                     best[tree] = min(best.get(tree, float("inf")), row["ms_per_token"])
             rows.append((name, frames, best["base"], best["this tree"]))
             print(rows[-1], flush=True)
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip() or "(no git)"
+    if args.device == "cpu":
+        machine = (f"{platform.machine()}, 2 CPU cores (shared; load average {os.getloadavg()[0]:.1f} at the end), "
+                   f"torch 2 threads, {args.dtype}")
+    else:
+        import torch
+
+        machine = f"{torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}"
     lines = ["## Decoding: ms per token, the engine against the main before it (issue 23)", "",
              f"Command: `python bench/decode.py --base {args.base} --frames {' '.join(map(str, args.frames))} "
-             f"--real-frames {' '.join(map(str, args.real_frames))} --tokens {args.tokens}`. Date: {date.today()}. Machine: {platform.machine()}, 2 CPU cores (shared; "
-             f"load average {os.getloadavg()[0]:.1f} at the end), torch 2 threads, float32. Base: "
-             f"{args.base}; this tree: {head.strip()} (plus uncommitted changes, if any). Each cell: the best of "
+             f"--real-frames {' '.join(map(str, args.real_frames))} --tokens {args.tokens} --device {args.device} "
+             f"--dtype {args.dtype}`. Date: {date.today()}. Machine: {machine}. Base: "
+             f"{args.base}; this tree: {head} (plus uncommitted changes, if any). Each cell: the best of "
              f"{args.rounds} rounds x {args.repeats} repeats, the two trees alternating in fresh processes; "
              f"ms/token = (an answer of 1 + {args.tokens} tokens - an answer of 1 token) / {args.tokens}, "
              "greedy, stop tokens off, the video's prefix kept.", "",
@@ -141,8 +155,8 @@ def main() -> None:
     for name, frames, base, new in rows:
         lines.append(f"| {name} | {frames:,} | {base:.2f} | {new:.2f} | {base / new:.2f}x |")
     text = "\n".join(lines) + "\n"
-    CACHE.mkdir(parents=True, exist_ok=True)
-    (CACHE / "decode.md").write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
     print(text)
 
 

@@ -1,5 +1,5 @@
-"""Training on this machine: the learnable colour task (hico.videos.write_colour_task), a tiny random model,
-stage-2 preset with small-run overrides. Reports the loss curve, seconds per step, and whether the saved
+"""Training on this machine: the learnable colour task (hico.synthetic.videos.write_colour_task), a tiny random
+model, stage-2 preset with small-run overrides. Reports the loss curve, seconds per step, and whether the saved
 checkpoint (official layout, loaded by hico.load) answers every video right.
 
   python bench/train.py
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import platform
 import shutil
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -55,8 +56,6 @@ def main() -> None:
              "|---|---|---|---|---|",
              f"| {result.steps} | {seconds:.1f} | {seconds / result.steps:.2f} | {curve} | {right} / 16 |"]
     print("\n".join(lines))
-    import sys
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from ingest import write_doc
 

@@ -1,7 +1,7 @@
 """Shared test media, written once per test session into a temporary folder (never downloaded, never committed).
 
-Every video frame i shows the frame code i (`hico.videos.read_frame_code`), so a test can tell exactly which
-source frame a decoder returned. Frames are small (128x80, a 12-bit code) to keep the session fast.
+Every video frame i shows the frame code i (`hico.synthetic.videos.read_frame_code`), so a test can tell exactly
+which source frame a decoder returned. Frames are small (128x80, a 12-bit code) to keep the session fast.
 """
 
 from __future__ import annotations

@@ -94,6 +94,14 @@ def _option_cases() -> list[Case]:
         Case("options: dropout layer beyond the model", "chat",
              "chat {in}/video.mp4 hello --model {in}/tiny --dropout uniform --dropout-layers 9 "
              "--dropout-ratios 1,0.5", "layer"),
+        Case("options: dropout model on a checkpoint without a schedule", "chat",
+             "chat {in}/video.mp4 hello --model {in}/tiny --dropout model", "sets no in-LLM dropout"),
+        Case("options: dropout layers without a dropout type", "chat",
+             "chat {in}/video.mp4 hello --model {in}/tiny --dropout-layers 1 --dropout-ratios 1,0.5",
+             "need --dropout TYPE"),
+        Case("options: dropout ratios that are not numbers", "chat",
+             "chat {in}/video.mp4 hello --model {in}/tiny --dropout uniform --dropout-layers 1 "
+             "--dropout-ratios 1,half", "kept fractions"),
     ]
 
 

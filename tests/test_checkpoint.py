@@ -10,7 +10,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import hico
-from hico.checkpoint import CheckpointError, HicoConfig, hico_to_official, official_to_hico
+from hico.checkpoint import CheckpointError, HicoConfig, hico_to_official, official_to_hico, save_state_dict
+from hico.compress import DropSchedule
+from hico.errors import OptionError
 from hico.synthetic.checkpoints import random_model, tiny_official_config, write_random_checkpoint
 
 
@@ -40,6 +42,36 @@ def test_llm_config_keeps_rope_base_and_sizes() -> None:
     assert qwen.rope_parameters["rope_theta"] == 1234567.0
     assert (qwen.hidden_size, qwen.num_hidden_layers, qwen.num_key_value_heads) == (64, 4, 2)
     assert qwen.rms_norm_eps == 1e-6 and qwen.tie_word_embeddings is False
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_dropout_settings_resolve_as_the_engine_resolves_them(tmp_path: Path, enabled: bool) -> None:
+    """`HicoConfig.schedule` (what training uses, without an engine) gives what `Hico.schedule` gives."""
+    raw = tiny_official_config(dropout={"mm_llm_compress": enabled, "llm_compress_type": "uniform0_attention",
+                                        "llm_compress_layer_list": [1, 2],
+                                        "llm_image_token_ratio_list": [1, 0.5, 0.25]})
+    write_random_checkpoint(tmp_path / "tiny", raw, tokenizer=False)
+    config, engine = HicoConfig.from_official(raw), hico.load(tmp_path / "tiny")
+    configured = DropSchedule("uniform0_attention", (1, 2), (1.0, 0.5, 0.25))
+    default = configured if enabled else DropSchedule()  # mm_llm_compress decides what inference uses
+    cases = [(None, default), ("default", default), ("model", configured), (True, configured),
+             ("off", DropSchedule()), (False, DropSchedule()),
+             (DropSchedule("uniform", (3,), (1.0, 0.5)), DropSchedule("uniform", (3,), (1.0, 0.5))),
+             ({"type": "attention", "layers": [1], "ratios": [1, 0.5]}, DropSchedule("attention", (1,), (1.0, 0.5)))]
+    for setting, expected in cases:
+        assert config.schedule(setting) == expected == engine.schedule(setting), setting
+    for resolve in (config.schedule, engine.schedule):
+        with pytest.raises(OptionError, match="deeper than 4 layers"):
+            resolve({"type": "uniform", "layers": [4], "ratios": [1, 0.5]})
+        with pytest.raises(OptionError, match="unknown dropout 'sideways'"):
+            resolve("sideways")
+
+
+def test_dropout_model_needs_a_configured_schedule(checkpoint: Path) -> None:
+    for resolve in (HicoConfig.from_folder(checkpoint).schedule, hico.load(checkpoint).schedule):
+        assert resolve("default") == DropSchedule()
+        with pytest.raises(OptionError, match="sets no in-LLM dropout"):
+            resolve("model")
 
 
 def test_official_key_names() -> None:
@@ -81,6 +113,20 @@ def test_save_then_load_keeps_every_key(checkpoint: Path) -> None:
     keys = set(load_file(str(checkpoint / "model.safetensors")))
     model = random_model(tiny_official_config())
     assert keys == {hico_to_official(k) for k in model.state_dict()}
+
+
+def test_tied_embeddings_save_once_and_load_tied(tmp_path: Path) -> None:
+    """Qwen2.5-2B ties its LM head to the embeddings: one tensor under two names, which safetensors refuses to
+    write twice. The checkpoint holds the embedding only (as the released one does), and loads tied."""
+    config = {**tiny_official_config(), "tie_word_embeddings": True}
+    model = random_model(config, seed=4)
+    model.llm.lm_head.weight = model.llm.model.embed_tokens.weight
+    save_state_dict(model.state_dict(), tmp_path / "tied", config)
+    keys = set(load_file(str(tmp_path / "tied" / "model.safetensors")))
+    assert "lm_head.weight" not in keys and "model.embed_tokens.weight" in keys
+    loaded = hico.load(tmp_path / "tied")
+    assert loaded.model.llm.lm_head.weight is loaded.model.llm.model.embed_tokens.weight
+    assert torch.equal(loaded.model.llm.model.embed_tokens.weight, model.llm.model.embed_tokens.weight)
 
 
 def _copy(checkpoint: Path, target: Path, mutate) -> Path:

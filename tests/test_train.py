@@ -16,17 +16,19 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 import hico
-from hico.synthetic import videos
 from hico.compress import DropSchedule
 from hico.errors import OptionError
 from hico.model import IMAGE_TOKEN_INDEX
+from hico.synthetic import videos
 from hico.synthetic.checkpoints import random_model, tiny_official_config, write_random_checkpoint
+from hico.train import dataset as dataset_module
 from hico.train.dataset import ConversationDataset, TrainingDataError, collate, prepare
 from hico.train.data import load_conversations
 from hico.train.engine import TrainingModel, build_model
 from hico.train.run import train
 from hico.train.stages import load_stage, parse_overrides
 from hico.video import SamplingOptions
+from hico.video.worker import WorkerClient
 
 COLOURS, QUESTION = videos.COLOURS, videos.COLOUR_QUESTION
 FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "warmup_ratio": 0.0,
@@ -358,3 +360,77 @@ def test_sample_without_text_guided_queries_is_not_dropped() -> None:
     stock = TrainingModel(model)([ids], [targets], [clips])["loss"]
     dropping = TrainingModel(model, DropSchedule("attention", (1,), (1.0, 0.5)))([ids], [targets], [clips])["loss"]
     assert torch.isfinite(stock) and torch.equal(stock, dropping)
+
+
+def test_training_dropout_reads_the_shared_vocabulary() -> None:
+    """`dropout` in a stage file or `--set` takes what every --dropout takes; true/false keep their meaning."""
+    def setting(*items: str):
+        return load_stage(2, parse_overrides(list(items))).dropout
+
+    assert _config().dropout == DropSchedule()  # off unless asked for, as the official training
+    assert load_stage(2, {"dropout": True}).dropout == "model"
+    assert load_stage(2, {"dropout": False}).dropout == DropSchedule()
+    assert setting("dropout=off") == DropSchedule()  # YAML reads `off` as false: the same
+    assert setting("dropout=model") == "model" and setting("dropout=default") == "default"
+    assert setting("dropout={type: uniform, layers: [1], ratios: [1, 0.5]}") == \
+        DropSchedule("uniform", (1,), (1.0, 0.5))
+    assert setting("dropout.type=attention", "dropout.layers=[2]", "dropout.ratios=[1, 0.25]") == \
+        DropSchedule("attention", (2,), (1.0, 0.25))
+    with pytest.raises(OptionError, match="unknown dropout 'sideways'"):
+        setting("dropout=sideways")
+    with pytest.raises(OptionError, match="one ratio more than layers"):
+        setting("dropout={type: uniform, layers: [1, 2], ratios: [1, 0.5]}")
+    lora = load_stage(2, parse_overrides(["lora.dropout=0.25"]))  # LoRA's dropout probability is its own setting
+    assert lora.lora.dropout == 0.25 and lora.dropout == DropSchedule()
+
+
+class _SeeSchedule(TrainerCallback):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.schedule = model.schedule
+        control.should_training_stop = True
+
+
+def test_training_resolves_dropout_as_the_engine_does(task, tmp_path) -> None:
+    """"model" trains with the checkpoint's llm_compress_* schedule, even with mm_llm_compress off; a schedule the
+    checkpoint cannot run, or "model" where it has none, is an error before any data is read."""
+    configured = {"mm_llm_compress": False, "llm_compress_type": "uniform", "llm_compress_layer_list": [1],
+                  "llm_image_token_ratio_list": [1.0, 0.5]}
+    write_random_checkpoint(tmp_path / "tiny", tiny_official_config(dropout=configured), seed=0)
+    seen = _SeeSchedule()
+    train(tmp_path / "tiny", task / "data.json", tmp_path / "out", _config(max_steps=1, dropout="model"),
+          progress=False, callbacks=[seen])
+    assert seen.schedule == DropSchedule("uniform", (1,), (1.0, 0.5))
+    with pytest.raises(OptionError, match="sets no in-LLM dropout"):
+        train(task / "tiny", task / "data.json", tmp_path / "none", _config(dropout="model"), progress=False)
+    with pytest.raises(OptionError, match="deeper than 4 layers"):
+        train(task / "tiny", task / "data.json", tmp_path / "deep",
+              _config(dropout={"type": "uniform", "layers": [4], "ratios": [1, 0.5]}), progress=False)
+
+
+def test_one_decode_worker_process_serves_every_video_of_a_process(task, monkeypatch) -> None:
+    """Checking 16 videos and reading 4 starts one decode worker process, not one per video; a forked process
+    (a DataLoader worker) starts its own and never uses its parent's."""
+    monkeypatch.setattr(dataset_module, "_DECODERS", {})
+    starts = []
+    start = WorkerClient._start
+    monkeypatch.setattr(WorkerClient, "_start", lambda client: (starts.append(client), start(client))[1])
+    tokenizer = hico.load(task / "tiny").tokenizer
+    try:
+        samples, _ = prepare(load_conversations(task / "data.json"), tokenizer, _config(), progress=False)
+        dataset = ConversationDataset(samples, tokenizer, _config(), 64)
+        assert len(samples) == 16 and all(dataset[i]["clips"] is not None for i in range(4))
+        client = dataset_module.decoder()
+        assert starts == [client] and client.proc.poll() is None
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: a DataLoader worker process as fork starts it
+            child = dataset_module.decoder()
+            os.write(writer, b"own" if child is not client and child.proc is None else b"parent's")
+            os._exit(0)
+        os.close(writer)
+        os.waitpid(pid, 0)
+        with os.fdopen(reader, "rb") as answer:
+            assert answer.read() == b"own"
+    finally:
+        for client in dataset_module._DECODERS.values():
+            client.close()

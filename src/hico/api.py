@@ -21,9 +21,9 @@ from tqdm import tqdm
 
 from hico.checkpoint import (CheckpointError, HicoConfig, check_state_dict, is_hub_id, load_state_dict,
                              resolve_checkpoint, weight_files)
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.engine import AnswerStream, Completion, Likelihood, Request
-from hico.errors import HicoError, NonFiniteError, OptionError
+from hico.errors import HicoError, NonFiniteError
 from hico.generate import Answer, GenerationConfig, TextStream, Timings, run_decoding, timed
 from hico.memory import (PREFIX_BYTES, VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key,
                          save_prefix)
@@ -121,24 +121,10 @@ class Hico:
         return self.model.encode_clips(torch.stack([image_clip(image, size, frames) for image in images]))
 
     def schedule(self, dropout: DropSchedule | str | None = None) -> DropSchedule:
-        """The dropout schedule a setting stands for on this model (`DropSchedule.parse` reads settings):
-        None or "default" is the checkpoint's inference setting, "model" its configured schedule even where
-        `mm_llm_compress` leaves it off, "off" none; a schedule must fit the model's depth."""
-        config = self.model.config
-        if dropout is None or dropout == "default":
-            schedule = config.dropout
-        elif dropout == "model":
-            schedule = config.dropout_schedule
-            if not schedule.enabled:
-                raise OptionError("--dropout model: the checkpoint's config.json sets no in-LLM dropout "
-                                  "(llm_compress_layer_list); use --dropout off")
-        elif isinstance(dropout, DropSchedule):
-            schedule = dropout
-        else:
-            schedule = DropSchedule.parse(dropout)
-            return self.schedule(schedule)
-        schedule.check_depth(config.llm["num_hidden_layers"])
-        return schedule
+        """The dropout schedule a setting stands for on this model (`HicoConfig.schedule`): None or "default" is
+        the checkpoint's inference setting, "model" its configured schedule even where `mm_llm_compress`
+        leaves it off, "off" none, or a schedule (any form `DropSchedule.parse` reads); it must fit the depth."""
+        return self.model.config.schedule(dropout)
 
     def prompt_ids(self, memory: VideoMemory, question: str, history: Sequence[tuple[str, str]] = (),
                    prompt: str | None = None) -> torch.Tensor:

@@ -7,11 +7,12 @@ import sys
 
 from hico.cli import add_dropout_args, add_model_args, add_sampling_args, dropout_schedule, load_model, sampling_options
 from hico.errors import CheckpointError
-from hico.generate import GenerationOptions
 
 
 def cmd_chat(args: argparse.Namespace) -> None:
-    options = GenerationOptions(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+    from hico.generate import GenerationConfig  # torch comes with it: not at the top, so `hico --help` stays fast
+
+    options = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
                                 temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     dropout = dropout_schedule(args)
     sampling = sampling_options(args)

@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError)
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import Qwen2Config
 
 from hico.atomic import atomic_path, write_text_atomic
-from hico.compress import DropSchedule
+from hico.clips import FRAMES_PER_CLIP, TOKENS_PER_CLIP
+from hico.dropout import DropSchedule
 from hico.errors import CheckpointError, HicoError, OptionError
 from hico.vision.internvideo2 import OFFICIAL_MLP_RATIO, InternVideo2Config
 from hico.vision.umt import UMTConfig
@@ -47,8 +54,8 @@ class HicoConfig:
     llm: dict  # keyword arguments for transformers.Qwen2Config
     mm_hidden_size: int
     hidden_size: int
-    local_num_frames: int = 4
-    tokens_per_clip: int = 64
+    local_num_frames: int = FRAMES_PER_CLIP
+    tokens_per_clip: int = TOKENS_PER_CLIP
     clip_compression: str = "merge"  # "merge" (official ToMe) or "pool" (POOLING_PROJECTOR)
     dropout_schedule: DropSchedule = field(default_factory=DropSchedule)  # as configured (llm_compress_*)
     dropout_enabled: bool = False  # mm_llm_compress: off in every released config
@@ -69,8 +76,8 @@ class HicoConfig:
         elif setting == "model":
             schedule = self.dropout_schedule
             if not schedule.enabled:
-                raise OptionError("dropout model: the checkpoint's config.json sets no in-LLM dropout "
-                                  "(llm_compress_layer_list)")
+                raise OptionError("--dropout model: the checkpoint's config.json sets no in-LLM dropout "
+                                  "(llm_compress_layer_list); use --dropout off")
         else:
             schedule = setting
         schedule.check_depth(self.llm["num_hidden_layers"])
@@ -96,8 +103,9 @@ class HicoConfig:
             raise CheckpointError(f"{source}: mm_hidden_size {mm_hidden} does not match the tower width "
                                   f"{vision.hidden_size}")
         enabled = bool(raw.get("mm_llm_compress", False))
+        clip_frames = int(raw.get("mm_local_num_frames", FRAMES_PER_CLIP))
         return cls(vision_tower=tower, vision=vision, llm=_llm_kwargs(raw), mm_hidden_size=mm_hidden,
-                   hidden_size=int(raw["hidden_size"]), local_num_frames=int(raw.get("mm_local_num_frames", 4)),
+                   hidden_size=int(raw["hidden_size"]), local_num_frames=clip_frames,
                    dropout_schedule=_dropout(raw, enabled, source), dropout_enabled=enabled,
                    clip_compression="pool" if projector == POOLING_PROJECTOR else "merge", official=dict(raw))
 
@@ -117,9 +125,7 @@ class HicoConfig:
             raise CheckpointError(f"{path}: not valid JSON ({exc}); restore the file from the checkpoint") from exc
         return cls.from_official(raw, str(path))
 
-    def qwen2_config(self):
-        from transformers import Qwen2Config
-
+    def qwen2_config(self) -> Qwen2Config:
         config = Qwen2Config(**self.llm)
         config._attn_implementation = "sdpa"
         return config
@@ -148,13 +154,14 @@ def _vision_config(raw: dict, tower: str) -> UMTConfig | InternVideo2Config:
     hd = "umt-hd" in tower.lower()
     overrides = raw.get("vision_config") or {}
     select = int(raw.get("mm_vision_select_layer", -2))
+    clip_frames = raw.get("mm_local_num_frames", FRAMES_PER_CLIP)
     if is_internvideo2(tower):
-        return _internvideo2_config(overrides, select, raw.get("mm_local_num_frames", 4))
+        return _internvideo2_config(overrides, select, clip_frames)
     blocks = overrides.get("num_hidden_layers", UMT_DEPTH + select + 1)
     image_size = overrides.get("image_size", 448 if hd else 224)
     return UMTConfig(hidden_size=overrides.get("hidden_size", 1024), num_layers=blocks,
                      num_heads=overrides.get("num_attention_heads", 16), patch_size=overrides.get("patch_size", 16),
-                     image_size=image_size, num_frames=overrides.get("num_frames", raw.get("mm_local_num_frames", 4)),
+                     image_size=image_size, num_frames=overrides.get("num_frames", clip_frames),
                      interpolate_positions=hd)
 
 
@@ -181,8 +188,6 @@ ROPE_KEYS = {"rope_theta", "rope_scaling", "rope_parameters"}  # transformers 5 
 
 def _llm_kwargs(raw: dict) -> dict:
     """The Qwen2 part of an official config (multimodal keys left out)."""
-    from transformers import Qwen2Config
-
     accepted = (set(inspect.signature(Qwen2Config.__init__).parameters) - {"self", "kwargs", "model_type",
                                                                           "architectures"}) | ROPE_KEYS
     return {k: v for k, v in raw.items() if k in accepted and not (k in ROPE_KEYS and v is None)}
@@ -214,8 +219,6 @@ def hub_cache() -> Path:
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     if os.environ.get("HF_HOME"):
         return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    from huggingface_hub import constants
-
     return Path(constants.HF_HUB_CACHE)
 
 
@@ -235,10 +238,6 @@ def resolve_checkpoint(name: str | Path, revision: str | None = None) -> Path:
         if revision is not None:
             raise CheckpointError(f"{name}: --revision applies to Hub ids (owner/name), not to a local folder")
         return Path(name)
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
-
     repo, cache, offline = str(name), hub_cache(), hub_offline()
     at = f" at revision {revision}" if revision else ""
     try:
@@ -283,9 +282,6 @@ def weight_files(folder: str | Path) -> list[Path]:
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of one safetensors file; a truncated or otherwise damaged file is a CheckpointError
     naming it (safetensors checks the header, and that the data covers every tensor, before reading)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except SafetensorError as exc:
@@ -323,8 +319,6 @@ def check_state_dict(expected: dict[str, torch.Size], found: dict[str, torch.Ten
 
 def save_state_dict(state: dict[str, torch.Tensor], folder: str | Path, config: dict) -> None:
     """Write config.json and model.safetensors under the official key names (refuses to overwrite)."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.safetensors"):
@@ -332,6 +326,8 @@ def save_state_dict(state: dict[str, torch.Tensor], folder: str | Path, config: 
             raise CheckpointError(f"{folder / name} exists; hico does not overwrite checkpoints, choose a new folder")
     prefix = INTERNVIDEO2_PREFIX if is_internvideo2(str(config.get("mm_vision_tower", ""))) else VISION_PREFIX
     official = {hico_to_official(k, prefix): v.detach().contiguous() for k, v in state.items()}
+    if config.get("tie_word_embeddings"):  # one tensor under two names: safetensors keeps the embedding only
+        official.pop("lm_head.weight", None)
     # Weights first, config last: a folder with config.json has complete weights (each file lands whole).
     with atomic_path(folder / "model.safetensors") as tmp:
         save_file(official, str(tmp), metadata={"format": "pt"})

@@ -10,9 +10,7 @@ import argparse
 import importlib
 import sys
 
-import torch
-
-from hico.compress import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
+from hico.dropout import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
 from hico.embedded import embedded_path
 from hico.errors import HicoError, OptionError
 from hico.video.sampling import SamplingOptions
@@ -82,16 +80,20 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model of `add_model_args` options (default: the embedded toy model)."""
-    import hico  # hico.api imports transformers (seconds): only commands that run a model pay for it
+    import torch  # not at the top, as hico.api (transformers, seconds): `hico --help` answers without them
+
+    import hico
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device,
                      revision=args.revision, quantize=args.quantize)
 
 
-def add_dropout_args(parser: argparse.ArgumentParser) -> None:
-    """--dropout WORD|TYPE with --dropout-layers/--dropout-ratios; not given (None) reads as "default"."""
-    parser.add_argument("--dropout", choices=DROP_WORDS + DROP_KINDS, help=DROPOUT_HELP)
+def add_dropout_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """--dropout WORD|TYPE with --dropout-layers/--dropout-ratios. Not given, --dropout is `default`: None reads
+    as "default" (the checkpoint's inference setting); a protocol that runs without dropout passes "off"."""
+    parser.add_argument("--dropout", choices=DROP_WORDS + DROP_KINDS, default=default,
+                        help=DROPOUT_HELP + (f" (default: {default})" if default else ""))
     parser.add_argument("--dropout-layers", help="layer numbers after which to drop, e.g. 4,18")
     parser.add_argument("--dropout-ratios", help="kept fractions, one more than layers, e.g. 1,0.75,0.25")
 

@@ -25,8 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
+from hico.api import load
 from hico.errors import HicoError
+from hico.generate import GenerationOptions, generate
+from hico.train.engine import TrainingModel
+from hico.video.preprocess import preprocess
 
 TOLERANCE = 1e-4
 # Relative error allowed per tensor in half precision (measured on umt224-tiny, CPU: bfloat16 1.0e-2 for the
@@ -59,11 +64,6 @@ def compare(name: str, ours: torch.Tensor, reference: torch.Tensor, tolerance: f
 
 def run(folder: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> list[Check]:
     """Recompute every reference tensor of a fixture folder with hico, the model in `dtype` on `device`."""
-    from safetensors.torch import load_file
-
-    from hico.api import load
-    from hico.video.preprocess import preprocess
-
     folder = Path(folder)
     reference_path = folder / "reference.safetensors"
     if not reference_path.exists():
@@ -131,8 +131,6 @@ def training_tensors(model, input_ids: torch.Tensor, labels: torch.Tensor,
     """The official training loss (mean cross-entropy over the labelled tokens), the gradient norms of one
     backward pass (GRADIENT_GROUPS), and the loss with the config's in-LLM dropout, through `TrainingModel`,
     the module `hico train` optimises."""
-    from hico.train.engine import TrainingModel
-
     model.requires_grad_(True)
     model.zero_grad(set_to_none=True)
     loss = TrainingModel(model)([input_ids], [labels], [clips])["loss"]
@@ -152,8 +150,6 @@ def training_tensors(model, input_ids: torch.Tensor, labels: torch.Tensor,
 
 
 def _greedy(model, prefill, reference: torch.Tensor | None) -> torch.Tensor:
-    from hico.generate import GenerationOptions, generate
-
     count = reference.numel() if reference is not None else GENERATED_TOKENS
     step = lambda token: model.decode(torch.tensor([[token]]), prefill.cache)[0, -1]  # noqa: E731
     ids = generate(step, prefill.logits[0, -1], GenerationOptions(max_new_tokens=count))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.errors import HicoError
 from hico.generate import Answer, GenerationConfig
 from hico.video.sampling import SamplingOptions

@@ -34,10 +34,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from hico.api import load_tokenizer
 from hico.atomic import atomic_path, write_text_atomic
+from hico.checkpoint import HicoConfig
+from hico.clips import FRAMES_PER_CLIP
 from hico.embedded import WEIGHTS
 from hico.errors import HicoError
-from hico.synthetic.tasks import HAYSTACKS, VARIED_PHOTOS, TaskOptions
+from hico.model import HicoModel
+from hico.prompt import chat_prompt
+from hico.synthetic.checkpoints import tiny_official_config, train_tokenizer, write_random_checkpoint
+from hico.synthetic.pictures import COLOURS, SHAPES, draw_picture, random_spec
+from hico.synthetic.tasks import (HAYSTACKS, KINDS, VARIED_PHOTOS, TaskOptions, haystack_frames, plan_task,
+                                  write_task_set)
+from hico.train.engine import load_weights, save_checkpoint
+from hico.train.run import train
+from hico.train.stages import load_stage
+from hico.video.preprocess import image_clip, preprocess
 
 ATTRIBUTES = ("colour", "shape")  # what the toy model is trained to read from pictures
 VOCAB = 512
@@ -54,8 +70,6 @@ def toy_config(projector: str = "tome16_mlp_hd64") -> dict:
     """config.json of the toy model: UMT-style tower 2 x 96 at 64 px (8 px patches), Qwen2-style LLM 4 x 128.
 
     `projector` "avgpool16_mlp" swaps clip-level merging for plain average pooling (the ablation baseline)."""
-    from hico.synthetic.checkpoints import tiny_official_config
-
     config = tiny_official_config(vocab_size=VOCAB, hidden_size=128, layers=4, heads=4, kv_heads=2, vision_width=96,
                                   vision_layers=2, vision_heads=4, image_size=SIZE, patch_size=8)
     # rope_theta 1e12: RoPE frequency pairs either turn fully within the 2k-token training videos or hardly turn
@@ -106,9 +120,6 @@ def recipe(scale: float = 1.0, varied: bool = True) -> tuple[Step, ...]:
 
 def corpus(count: int = 4000, seed: int = 0) -> list[str]:
     """Texts the tokenizer is trained on: prompts and answers of every synthetic task kind, chat framing."""
-    from hico.prompt import chat_prompt
-    from hico.synthetic.tasks import KINDS, plan_task
-
     rng = random.Random(seed)
     options = TaskOptions(kinds=KINDS)
     texts = []
@@ -123,8 +134,6 @@ def corpus(count: int = 4000, seed: int = 0) -> list[str]:
 
 def initial_checkpoint(folder: Path, seed: int = 0, projector: str = "tome16_mlp_hd64") -> Path:
     """A random toy model in the official layout with a BPE tokenizer trained on the synthetic corpus."""
-    from hico.synthetic.checkpoints import write_random_checkpoint, train_tokenizer
-
     write_random_checkpoint(folder, toy_config(projector), seed, tokenizer=False)
     train_tokenizer(folder, VOCAB, corpus())
     return folder
@@ -140,17 +149,10 @@ def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed
     `photos`) and a third head tells pictures from haystack. The language stages alone do not teach this tower
     shapes; a pretrained tower, as released towers are, does. Returns the loss of every step.
     """
-    import numpy as np
-    import torch
-
-    import hico
-    from hico.synthetic.pictures import COLOURS, SHAPES, draw_picture, random_spec
-    from hico.synthetic.tasks import CLIP, haystack_frames
-    from hico.train.engine import save_checkpoint
-    from hico.video.preprocess import image_clip, preprocess
-
-    loaded = hico.load(source)
-    model = loaded.model
+    model = HicoModel(HicoConfig.from_folder(source))
+    load_weights(model, source)
+    model.reset_buffers()
+    model.eval()
     model.vision.train()
     torch.manual_seed(seed)
     colours = tuple(COLOURS)
@@ -162,7 +164,7 @@ def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed
     for step in range(1, steps + 1):
         specs = [random_spec(rng) for _ in range(batch)]
         clips = [image_clip(np.asarray(draw_picture(spec, SIZE)), SIZE) for spec in specs]
-        clips += [preprocess(haystack_frames(rng.choice(scenes), CLIP, SIZE, rng, augment=True), SIZE)
+        clips += [preprocess(haystack_frames(rng.choice(scenes), FRAMES_PER_CLIP, SIZE, rng, augment=True), SIZE)
                   for _ in range(hay)]
         clips = torch.stack(clips)
         tokens = model.compress_clips(model.vision(clips), clips.shape[1])
@@ -182,7 +184,7 @@ def pretrain_tower(source: Path, output: Path, steps: int, batch: int = 32, seed
             print(f"[tower] step {step}/{steps}  loss {loss.item():.3f}", flush=True)
     model.eval()
     official = json.loads((source / "config.json").read_text())
-    save_checkpoint(model, output, official, loaded.tokenizer)
+    save_checkpoint(model, output, official, load_tokenizer(source))
     return losses
 
 
@@ -209,10 +211,6 @@ def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool =
 
     `tower_steps` > 0 pretrains the tower as a picture classifier first (step `00-tower`); `varied` trains on
     varied scenes (`recipe`), and the tower also on telling pictures from haystack."""
-    from hico.synthetic.tasks import write_task_set
-    from hico.train.run import train
-    from hico.train.stages import load_stage
-
     work = Path(work)
     claim_work_folder(work, {"scale": scale, "projector": projector, "tower_steps": tower_steps, "varied": varied})
     previous = work / "00-init"
@@ -245,9 +243,6 @@ def make(out: str | Path, work: str | Path, scale: float = 1.0, progress: bool =
 def install(checkpoint: Path, out: str | Path) -> Path:
     """Copy a trained checkpoint's files to `out`: weights in float16 (a small package), config.json with the
     long-context RoPE scaling (`LONG_CONTEXT`) that inference on long videos needs."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = load_file(str(checkpoint / "model.safetensors"))

@@ -24,17 +24,19 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 from tqdm import tqdm
 
 from hico.atomic import atomic_path, write_text_atomic
+from hico.clips import FRAMES_PER_CLIP as CLIP  # frames a needle image fills: one clip of the video encoder
 from hico.errors import OptionError
 from hico.memory import file_digest
 from hico.niah.records import Needle
 from hico.video.preprocess import read_image, resize_frame
+from hico.video.reader import Video
 from hico.video.sampling import SamplePlan, SamplingOptions, time_message
 
-CLIP = 4  # frames a needle image fills: one clip of the video encoder
 MODES = ("embedding", "video")
 DEFAULT_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 FORMAT_VERSION = 1
@@ -106,8 +108,6 @@ def plan_cases(needles: Sequence[Needle], grid: GridOptions) -> list[dict]:
 def build(out: str | Path, haystack: str | Path, needles: Sequence[Needle], grid: GridOptions, *,
           needle_files: Sequence[str] = (), progress: bool = True) -> Path:
     """Write a benchmark folder; returns its path. `out` must be new or empty: nothing is overwritten."""
-    from hico.video.reader import Video
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OptionError(f"{out} already exists and is not an empty folder; choose a new --out (nothing was "
@@ -188,8 +188,6 @@ def _haystack_frames(video, step: int, unique: int, frames: int, size: int) -> I
 
 def _write_videos(out: Path, video, cases: list[dict], step: int, unique: int, grid: GridOptions,
                   progress: bool) -> None:
-    import av
-
     folder = out / "videos"
     folder.mkdir()
     rate = Fraction(grid.haystack_fps).limit_denominator(1001)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from hico.api import Hico
 from hico.atomic import append_line
 from hico.clips import FRAMES_PER_CLIP, TOKENS_PER_FRAME
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.errors import HicoError, OptionError
 from hico.generate import GenerationConfig
 from hico.memory import VideoMemory, file_digest, load_cached

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.errors import OptionError
 from hico.generate import GenerationConfig
 from hico.serve.errors import bad_request

@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from hico.synthetic.videos import write_frame_folder, write_video
 
 FORMATS = ("mvbench", "mlvu", "lvbench", "longvideobench", "videomme", "charades")
@@ -97,9 +100,6 @@ def write_benchmark(folder: str | Path, fmt: str, items: int = 8, *, seconds: in
     target = annotations / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     if relative.endswith(".parquet"):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         pq.write_table(pa.Table.from_pylist(records), target)
     else:
         target.write_text(json.dumps(records, indent=1), encoding="utf-8")

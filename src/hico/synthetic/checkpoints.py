@@ -9,8 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from hico.checkpoint import HicoConfig, save_state_dict
+from hico.clips import FRAMES_PER_CLIP
+from hico.model import HicoModel
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TOKENIZER_TEXT = [
@@ -34,22 +38,20 @@ def tiny_official_config(*, vocab_size: int = 320, hidden_size: int = 64, layers
         "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "hidden_act": "silu",
         "tie_word_embeddings": False, "bos_token_id": 0, "eos_token_id": 2, "use_sliding_window": False,
         "mm_vision_tower": tower, "mm_projector_type": "tome16_mlp_hd64", "mm_hidden_size": vision_width,
-        "mm_vision_select_layer": -2, "mm_local_num_frames": 4, "mm_newline_position": "nothing",
+        "mm_vision_select_layer": -2, "mm_local_num_frames": FRAMES_PER_CLIP, "mm_newline_position": "nothing",
         "mm_patch_merge_type": "spatial_nopad", "mm_llm_compress": False, "llm_compress_type": "attention",
         "llm_compress_layer_list": [], "llm_image_token_ratio_list": [1.0],
         "vision_config": {"hidden_size": vision_width, "num_hidden_layers": vision_layers,
                           "num_attention_heads": vision_heads, "patch_size": patch_size, "image_size": image_size,
-                          "num_frames": 4},
+                          "num_frames": FRAMES_PER_CLIP},
     }
     if dropout:
         config.update(dropout)
     return config
 
 
-def random_model(config: dict, seed: int = 0):
+def random_model(config: dict, seed: int = 0) -> HicoModel:
     """A HicoModel with seeded random weights (large enough values that layers matter)."""
-    from hico.model import HicoModel
-
     torch.manual_seed(seed)
     model = HicoModel(HicoConfig.from_official(config))
     with torch.no_grad():
@@ -66,9 +68,6 @@ def random_model(config: dict, seed: int = 0):
 def train_tokenizer(folder: str | Path, vocab_size: int = 320, texts: list[str] | None = None) -> None:
     """A byte-level BPE tokenizer with the ChatML special tokens at ids 0-2, trained on `texts` (default: a few
     lines of prompt text), saved in the transformers format for AutoTokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -80,7 +79,7 @@ def train_tokenizer(folder: str | Path, vocab_size: int = 320, texts: list[str] 
 
 
 def write_random_checkpoint(folder: str | Path, config: dict | None = None, seed: int = 0,
-                            tokenizer: bool = True):
+                            tokenizer: bool = True) -> HicoModel:
     """Write a random tiny checkpoint in the official layout; returns the model that was saved."""
     config = config or tiny_official_config()
     model = random_model(config, seed)

@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 
 from hico.errors import OptionError
+from hico.synthetic.tasks import (HELDOUT_PHOTOS, TRAIN_PHOTOS, VARIED_PHOTOS, TaskOptions, write_demo_video,
+                                  write_task_set)
+from hico.synthetic.videos import sample_video
 
 
 def cmd_sample_video(args: argparse.Namespace) -> None:
-    from hico.synthetic.videos import sample_video
-
     out = Path(args.out)
     if out.exists():
         print(f"{out} exists; keeping it")
@@ -20,8 +21,6 @@ def cmd_sample_video(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + ".partial" + out.suffix)
     if args.picture:
-        from hico.synthetic.tasks import write_demo_video
-
         spec, first = write_demo_video(tmp, frames=int(args.seconds), seed=args.seed)
         tmp.replace(out)
         print(f"wrote {out}: {int(args.seconds)} frames at 1 fps, a {spec.colour} {spec.shape} picture at frames "
@@ -33,8 +32,6 @@ def cmd_sample_video(args: argparse.Namespace) -> None:
 
 
 def cmd_synth_qa(args: argparse.Namespace) -> None:
-    from hico.synthetic.tasks import HELDOUT_PHOTOS, TRAIN_PHOTOS, VARIED_PHOTOS, TaskOptions, write_task_set
-
     photos = HELDOUT_PHOTOS if args.heldout else VARIED_PHOTOS if args.varied else TRAIN_PHOTOS
     options = TaskOptions(videos=args.videos, min_frames=args.min_frames, max_frames=args.max_frames,
                           size=args.size, photos=photos, seed=args.seed, augment=args.augment,

@@ -38,11 +38,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from hico.atomic import write_text_atomic
+from hico.clips import FRAMES_PER_CLIP as CLIP  # a needle picture fills one whole clip
 from hico.errors import OptionError
 from hico.synthetic.pictures import (ANSWER_TAIL, ATTRIBUTES, DOMAINS, QUESTIONS, SHAPES, PictureSpec, article,
                                      draw_picture, options_block, random_spec)
+from hico.synthetic.videos import write_video
 
-CLIP = 4
 KINDS = ("needle", "attribute", "count", "order", "caption", "reading")
 VIDEO_KINDS = KINDS[:4]
 CAPTION_QUESTION = "Describe the picture in the video."
@@ -277,8 +278,6 @@ def write_haystack(path: str | Path, frames: int, size: int = 64, seed: int = 0,
                    photos: tuple[str, ...] = HELDOUT_PHOTOS, progress: bool = True) -> Path:
     """A 1 fps haystack video for `hico niah build`: shots of procedural motion and photo pans (held-out photos
     by default, so a model trained on `TRAIN_PHOTOS` is tested on scenes it never saw)."""
-    from hico.synthetic.videos import write_video
-
     path = Path(path)
     if path.exists():
         raise OptionError(f"{path} exists; choose a new file name (nothing was written)")
@@ -292,8 +291,6 @@ def write_haystack(path: str | Path, frames: int, size: int = 64, seed: int = 0,
 def write_demo_video(path: str | Path, frames: int = 64, size: int = 64, seed: int = 0) -> tuple[PictureSpec, int]:
     """A 1 fps video over held-out photos and motion with one picture filling one clip; returns what the picture
     shows and its first frame (the embedded model's demo)."""
-    from hico.synthetic.videos import write_video
-
     rng = random.Random(seed)
     pixels = shot_haystack(frames, size, rng, HELDOUT_PHOTOS, shot=(16, 32))
     spec, first = random_spec(rng), rng.randrange(frames // CLIP) * CLIP
@@ -304,8 +301,6 @@ def write_demo_video(path: str | Path, frames: int = 64, size: int = 64, seed: i
 
 def write_task_set(out: str | Path, options: TaskOptions = TaskOptions(), progress: bool = True) -> Path:
     """Write `out/videos/*.mp4` and `out/data.json`; refuses a folder that already holds a data.json."""
-    from hico.synthetic.videos import write_video
-
     out = Path(out)
     if (out / "data.json").exists():
         raise OptionError(f"{out / 'data.json'} exists; choose a new folder (nothing was written)")

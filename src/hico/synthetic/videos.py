@@ -6,6 +6,7 @@ Every generated frame carries its own frame index as a row of black/white blocks
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 CODE_BITS = 18  # enough for 262,144 frames (2.4 hours at 30 fps)
@@ -139,8 +141,6 @@ def _write_silence(container: av.container.OutputContainer, seconds: float) -> N
 def write_gif(path: str | Path, num_frames: int, *, width: int = 120, height: int = 80,
               frame_ms: int = 100, bits: int = 12) -> Path:
     """An animated GIF whose frame i shows code i (GIF stores per-frame delays, here `frame_ms`)."""
-    from PIL import Image
-
     path = Path(path)
     images = [Image.fromarray(frame_with_code(i, width, height, bits)) for i in range(num_frames)]
     images[0].save(path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
@@ -150,8 +150,6 @@ def write_gif(path: str | Path, num_frames: int, *, width: int = 120, height: in
 def write_frame_folder(folder: str | Path, num_frames: int, *, width: int = 120, height: int = 80,
                        bits: int = 12, pattern: str = "img_{}.png") -> Path:
     """A folder of numbered frames (`img_1.png` ... written out of order on purpose), code i in frame i."""
-    from PIL import Image
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i in reversed(range(num_frames)):
@@ -173,8 +171,6 @@ def write_colour_task(folder: str | Path, count: int = 16, size: int = 64) -> Pa
 
     Writes `folder/{i}.mp4` and `folder/data.json` (LLaVA-style conversations); returns the JSON path.
     """
-    import json
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     names = list(COLOURS)

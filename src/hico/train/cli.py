@@ -1,13 +1,15 @@
-"""`hico train` and `hico merge-lora`."""
+"""`hico train` and `hico merge-lora`. The training modules import transformers (seconds): the commands import
+them when they run, so that `hico --help` does not wait for them."""
 
 from __future__ import annotations
 
 import argparse
 
+from hico.train.stages import load_stage, parse_overrides
+
 
 def cmd_train(args: argparse.Namespace) -> None:
     from hico.train.run import train
-    from hico.train.stages import load_stage, parse_overrides
 
     config = load_stage(args.stage, parse_overrides(args.set or []))
     result = train(args.model, args.data, args.output, config, resume=args.resume, revision=args.revision)
@@ -15,7 +17,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_merge_lora(args: argparse.Namespace) -> None:
-    from hico.train.lora import merge_checkpoint
+    from hico.train.engine import merge_checkpoint
 
     print(f"wrote {merge_checkpoint(args.checkpoint, args.out)}")
 
@@ -29,7 +31,10 @@ def register(sub) -> None:
     train.add_argument("--revision", help="branch, tag or commit of a Hub id (default: main)")
     train.add_argument("--output", required=True, help="folder for checkpoints and the final model")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a setting, e.g. --set lr=2e-5 --set max_steps=100 --set lora.rank=8")
+                       help="override a setting (values are YAML), e.g. --set lr=2e-5 --set max_steps=100 --set "
+                            "lora.rank=8 --set lora.dropout=0.1 (LoRA dropout probability) --set dropout=model "
+                            "(in-LLM visual-token dropout: off, model, default, or {type: uniform, layers: [1], "
+                            "ratios: [1, 0.5]})")
     train.add_argument("--resume", action="store_true", help="continue from the output folder's last checkpoint")
     train.set_defaults(func=cmd_train)
 

@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from hico.errors import OptionError
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -124,8 +126,6 @@ def load_mixture(path: str | Path, seed: int = 0) -> list[Sample]:
 
 
 def read_mixture(path: str | Path) -> list[DatasetSpec]:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise OptionError(f"{path}: no such data mixture file; pass a YAML with a 'datasets' list")

@@ -12,22 +12,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hico.atomic import atomic_path, write_text_atomic
 from hico.checkpoint import HicoConfig, hico_to_official, load_state_dict, read_safetensors, save_state_dict
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.errors import HicoError
 from hico.model import HicoModel
 from hico.train.labels import IGNORE_INDEX
-from hico.train.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, add_lora, split_state
+from hico.train.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, add_lora, apply_adapter, split_state
 from hico.train.stages import LoraSettings, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -98,8 +100,6 @@ def set_trainable(model: HicoModel, parts: tuple[str, ...]) -> None:
 def save_checkpoint(model: HicoModel, folder: str | Path, official_config: dict, tokenizer=None,
                     lora: LoraSettings | None = None, state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint `hico.load` reads: official layout, plus the LoRA adapter when there is one."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     base, adapter = split_state(state if state is not None else model.state_dict())
     save_state_dict(base, folder, official_config)
@@ -135,6 +135,27 @@ def load_weights(model: HicoModel, folder: str | Path) -> None:
     if missing:
         raise HicoError(f"{folder}: the checkpoint lacks {len(missing)} weights the model has, e.g. {missing[:3]}")
     model.load_state_dict(state, strict=False)
+
+
+def merge_checkpoint(folder: str | Path, out: str | Path) -> Path:
+    """`hico merge-lora`: write `out`, the LoRA checkpoint `folder` with its adapter merged into the weights, as
+    a plain official-layout checkpoint with the same config and tokenizer files."""
+    folder, out = Path(folder), Path(out)
+    if not (folder / ADAPTER_WEIGHTS).exists():
+        raise HicoError(f"{folder}: holds no LoRA adapter ({ADAPTER_WEIGHTS}); nothing to merge")
+    if out.exists() and any(out.iterdir()):
+        raise HicoError(f"{out} exists and is not empty; choose a new folder (nothing was written)")
+    official = json.loads((folder / "config.json").read_text())
+    model = HicoModel(HicoConfig.from_official(official, str(folder / "config.json")))
+    load_weights(model, folder)  # the base weights; the adapter's wait for its layers
+    model.reset_buffers()
+    apply_adapter(model, folder)  # injects, loads and merges the adapter, leaving plain layers
+    save_state_dict(model.state_dict(), out, official)
+    for name in folder.iterdir():
+        if name.is_file() and (name.name.startswith("tokenizer") or name.name in ("vocab.json", "merges.txt",
+                                                                                   "special_tokens_map.json")):
+            shutil.copy2(name, out / name.name)
+    return out
 
 
 class HicoTrainer(Trainer):

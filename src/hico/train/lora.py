@@ -2,18 +2,20 @@
 
 A LoRA checkpoint folder holds the official-layout base weights (with any fully trained parts, such as the
 projector) plus `adapter_model.safetensors` (hico module names) and `adapter_config.json`. `hico.load` merges
-the adapter on load; `merge_checkpoint` (`hico merge-lora`) writes a plain checkpoint without it.
+the adapter on load (`apply_adapter`); `hico.train.engine.merge_checkpoint` (`hico merge-lora`) writes a plain
+checkpoint.
+PEFT is imported where LoRA is used: it takes seconds, which runs without LoRA do not pay.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from hico.checkpoint import read_safetensors
 from hico.errors import HicoError
 from hico.train.stages import LoraSettings
 
@@ -70,8 +72,6 @@ def adapter_settings(folder: str | Path) -> LoraSettings:
 
 def apply_adapter(model: nn.Module, folder: str | Path) -> int:
     """Inject the folder's adapter into a loaded HicoModel, load its weights and merge it; returns layers merged."""
-    from hico.checkpoint import read_safetensors
-
     folder = Path(folder)
     weights = read_safetensors(folder / ADAPTER_WEIGHTS)
     add_lora(model, adapter_settings(folder), train_llm=any(k.startswith("llm.") for k in weights))
@@ -84,21 +84,3 @@ def apply_adapter(model: nn.Module, folder: str | Path) -> int:
     model.load_state_dict({k: v.to(device) for k, v in weights.items()}, strict=False)
     return merge_lora(model)
 
-
-def merge_checkpoint(folder: str | Path, out: str | Path) -> Path:
-    """Write `out`: the folder's model with its adapter merged, as a plain official-layout checkpoint."""
-    import hico
-    from hico.checkpoint import save_state_dict
-
-    folder, out = Path(folder), Path(out)
-    if not (folder / ADAPTER_WEIGHTS).exists():
-        raise HicoError(f"{folder}: holds no LoRA adapter ({ADAPTER_WEIGHTS}); nothing to merge")
-    if out.exists() and any(out.iterdir()):
-        raise HicoError(f"{out} exists and is not empty; choose a new folder (nothing was written)")
-    model = hico.load(folder)  # merges the adapter
-    save_state_dict(model.model.state_dict(), out, json.loads((folder / "config.json").read_text()))
-    for name in folder.iterdir():
-        if name.is_file() and (name.name.startswith("tokenizer") or name.name in ("vocab.json", "merges.txt",
-                                                                                   "special_tokens_map.json")):
-            shutil.copy2(name, out / name.name)
-    return out

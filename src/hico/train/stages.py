@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.errors import OptionError
 
 PRESETS = Path(__file__).resolve().parent / "presets"

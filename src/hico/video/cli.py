@@ -7,15 +7,18 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from PIL import Image
+
 from hico.atomic import atomic_folder
 from hico.cli import add_sampling_args, sampling_options
+from hico.clips import FRAMES_PER_CLIP, TOKENS_PER_FRAME
 from hico.errors import OptionError
 
 PREVIEW_ROWS = 8
 
 
 def _open(args: argparse.Namespace):
-    from hico.video.reader import Video
+    from hico.video.reader import Video  # torch comes with it: not at the top, so `hico --help` stays fast
 
     return Video(args.video, timeout=args.timeout, autorotate=not args.no_autorotate, folder_fps=args.folder_fps,
                  max_replaced=args.max_replaced, count_frames=getattr(args, "count_frames", False))
@@ -24,8 +27,6 @@ def _open(args: argparse.Namespace):
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from hico.video.reader import CLIP_FRAMES, TOKENS_PER_FRAME
-
     options = sampling_options(args)
     with _open(args) as video:
         plan = video.plan(options)
@@ -33,7 +34,7 @@ def cmd_probe(args: argparse.Namespace) -> None:
         times = video.times(plan)
         info = video.info
     tokens = TOKENS_PER_FRAME * plan.num_frames
-    clips = -(-plan.num_frames // CLIP_FRAMES)
+    clips = -(-plan.num_frames // FRAMES_PER_CLIP)
     if args.json:
         print(json.dumps({"info": asdict(info), "plan": {
             "policy": options.policy, "indices": list(plan.indices), "times": times, "duration": plan.duration,
@@ -52,7 +53,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
            + (" s" if options.end is not None else "") if options.has_clip else ""),
         f"access     {access.strategy} (about {access.frames_to_decode} frames to decode)",
         f"time msg   {plan.time_msg.strip()!r}",
-        f"tokens     {tokens} visual tokens ({TOKENS_PER_FRAME} per frame, {clips} clips of {CLIP_FRAMES} frames)",
+        f"tokens     {tokens} visual tokens ({TOKENS_PER_FRAME} per frame, "
+        f"{clips} clips of {FRAMES_PER_CLIP} frames)",
     ]
     lines += [f"note       {note}" for note in info.notes]
     lines.append("   #     index    time (s)")
@@ -71,8 +73,6 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_frames(args: argparse.Namespace) -> None:
-    from PIL import Image
-
     options = sampling_options(args)
     if args.size and args.size < 16:
         raise OptionError(f"--size must be 0 (original size) or at least 16 pixels, got {args.size}")

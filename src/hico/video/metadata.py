@@ -20,6 +20,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from hico.errors import (
     NoDecodableFramesError,
@@ -496,8 +497,6 @@ def _is_variable(table: FrameTable) -> bool:
 
 def probe_folder(path: Path, fps: float = FOLDER_FPS) -> tuple[VideoInfo, FrameTable]:
     """A folder of frames, ordered by the number at the end of each name (img_2.jpg before img_10.jpg)."""
-    from PIL import Image
-
     numbered = []
     for entry in path.iterdir():
         match = _TRAILING_NUMBER.search(entry.name)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from hico.errors import HicoError
+
 if TYPE_CHECKING:
     import torch
 
@@ -57,8 +59,6 @@ def normalize(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB; a file PIL cannot read is a HicoError naming it."""
-    from hico.errors import HicoError
-
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))

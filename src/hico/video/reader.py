@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hico.clips import FRAMES_PER_CLIP, TOKENS_PER_FRAME  # noqa: F401  (TOKENS_PER_FRAME: `hico.video` exports it)
 from hico.errors import CorruptVideoError, NoDecodableFramesError, OptionError
 from hico.video.decode import AccessPlan, DecodedFrame, DecodeStats, decode_file, decode_folder, plan_access
 from hico.video.preprocess import normalize, resize_frame
@@ -26,8 +27,7 @@ from hico.video.sampling import SamplePlan, SamplingOptions, plan_samples, plan_
 from hico.video.worker import WorkerClient
 
 log = logging.getLogger(__name__)
-CLIP_FRAMES = 4  # frames per clip the video encoder sees (mm_local_num_frames)
-TOKENS_PER_FRAME = 16  # after clip-level merging: 64 tokens per 4-frame clip
+CLIP_FRAMES = FRAMES_PER_CLIP  # the name `hico.video` exports (TOKENS_PER_FRAME too, imported above)
 
 
 @dataclass(frozen=True)

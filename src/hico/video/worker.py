@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import struct
 import subprocess
@@ -21,7 +22,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from hico.errors import DecodeTimeoutError, VideoError
+from hico import errors
+from hico.errors import CorruptVideoError, DecodeTimeoutError, VideoError
 from hico.video.decode import DecodedFrame, DecodeStats, decode_file
 from hico.video.metadata import FrameTable, VideoInfo, probe
 
@@ -124,8 +126,6 @@ def peak_rss_kb() -> int:
                     return int(line.split()[1])
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
@@ -196,8 +196,6 @@ class WorkerClient:
 
     def _died(self) -> None:
         """Raise the error for a worker process that is gone, with its exit status."""
-        from hico.errors import CorruptVideoError
-
         code = None
         if self.proc is not None:
             try:
@@ -219,8 +217,6 @@ class WorkerClient:
         payload = self._read(header["nbytes"]) if header["nbytes"] else b""
         if header["type"] == "error":
             self.close()
-            import hico.errors as errors
-
             raise getattr(errors, header["class"])(header["path"], header["problem"], header["advice"])
         return header, payload
 
