@@ -41,18 +41,20 @@ run(plan, hico.load(embedded_path()))
 
 def decoded_videos(model, plan, isolate: bool, keep: bool = True) -> tuple[list, float]:
     """Every video group's clips and sampling facts, decoded up front (kept if `keep`); and the seconds."""
+    from hico.clips import FRAMES_PER_CLIP
     from hico.eval.runner import groups_of
+    from hico.store import VideoStore
     from hico.video.reader import Video
     from hico.video.worker import WorkerClient
 
-    config = model.model.config
+    size = VideoStore(model).image_size
     worker = WorkerClient() if isolate else None
     videos, started = [], time.perf_counter()
     for group in groups_of(plan.jobs):
         job = group[0]
         with Video(job.path, folder_fps=job.item.video.folder_fps, isolate=isolate, worker=worker) as video:
             sample_plan = video.plan(job.sampling)
-            clips = [c.pixels for c in video.clips(sample_plan, config.vision.image_size, config.local_num_frames)]
+            clips = [c.pixels for c in video.clips(sample_plan, size, FRAMES_PER_CLIP)]
             if keep:
                 videos.append((group, sample_plan, video.times(sample_plan), clips))
     if worker is not None:
@@ -65,14 +67,14 @@ def model_only(model, videos: list, dropout) -> float:
     schedule (off by default, as in the official evaluation; the model's own default may differ)."""
     import torch
 
-    from hico.api import ENCODE_BATCH_CLIPS
     from hico.generate import GenerationOptions
     from hico.memory import VideoMemory
+    from hico.store import ENCODE_BATCH_CLIPS
 
     started = time.perf_counter()
     with torch.inference_mode():
         for group, sample_plan, times, clips in videos:
-            tokens = torch.cat([model.model.encode_clips(torch.stack(clips[i:i + ENCODE_BATCH_CLIPS])).flatten(0, 1)
+            tokens = torch.cat([model.encode_clip_batch(clips[i:i + ENCODE_BATCH_CLIPS])
                                 for i in range(0, len(clips), ENCODE_BATCH_CLIPS)])
             memory = VideoMemory(tokens, list(sample_plan.indices), times, sample_plan.time_msg, sample_plan.duration,
                                  str(group[0].path), "")

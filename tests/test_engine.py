@@ -99,15 +99,15 @@ def test_stream_yields_the_answer_piece_by_piece(model, memory) -> None:
 
 def test_stop_strings_end_the_answer(model, memory) -> None:
     free = model.generate(memory, "Describe it.", config=GenerationConfig(max_new_tokens=16))
-    pieces = [model.tokenizer.decode([t]) for t in free.token_ids]
-    later = [p for p in pieces[1:] if p.strip() and p != pieces[0]]
-    assert later, f"the random model should say two different things: {pieces}"
-    stop = later[0][:3]
     raw = model.tokenizer.decode(list(free.token_ids), skip_special_tokens=True)
+    assert len(raw) >= 4, f"the random model should say something: {raw!r}"
+    middle = len(raw) // 2
+    stop = raw[middle:middle + 2]  # may straddle two tokens; it may also occur earlier (the first one counts)
     shown = []
     cut = model.generate(memory, "Describe it.", config=GenerationConfig(max_new_tokens=16, stop=(stop,)),
                          on_token=shown.append)
     assert cut.finish_reason == "stop" and cut.text == raw[:raw.index(stop)].strip()
+    assert cut.completion_tokens < free.completion_tokens or free.finish_reason == "stop"
     assert stop not in "".join(shown) and "".join(shown).strip() == cut.text
 
 

@@ -1,5 +1,6 @@
 """hico.eval.runner end to end: mini benchmarks in every official format over synthetic videos, answered by
-the embedded model; resume, missing videos, one encode per video, prefetch bounds, torchrun sharding."""
+the embedded model; resume, missing videos, one encode per video, prefetch bounds, the --cache second run
+that decodes nothing, dropout words, torchrun sharding."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 import hico
 from hico.embedded import embedded_path
 from hico.eval import get_task
-from hico.eval.runner import (PREFETCH_NICE, RESULTS, EvalOptions, MissingVideosError, Prefetcher, finished,
-                              groups_of, prepare, prompt_hash, run)
+from hico.dropout import DropSchedule
+from hico.errors import HicoError, OptionError
+from hico.eval.runner import RESULTS, EvalOptions, MissingVideosError, finished, prepare, prompt_hash, run
+from hico.store import PREFETCH_NICE, VideoStore
 from hico.synthetic.benchmarks import FORMATS, write_benchmark
 
 # 8 frames (2 clips) per video, decoded in this process; test_every_format_end_to_end[mvbench], the
@@ -130,73 +133,141 @@ def test_videos_with_the_same_content_are_encoded_once(tmp_path, counted):
 
 
 def test_a_video_that_fails_to_encode_leaves_the_others_their_own_clips(tmp_path, model, monkeypatch):
-    """The failed video's clips still queued are drained, not taken for the next video on that queue."""
-    import hico.eval.runner as runner
-    from hico.errors import HicoError
-
-    bench = write_benchmark(tmp_path, "mvbench", items=6)
+    """A video that fails midway through its clips: the clips of it still queued are dropped, not taken
+    for the next video decoded on that queue."""
+    bench = write_benchmark(tmp_path, "mvbench", items=6, fps=8.0)  # 52 frames between the clip bounds
+    options = EvalOptions(num_frames=40, progress=False, isolate=False)  # 10 clips: 2 left after the first batch
     tokens: dict[str, dict[str, object]] = {"clean": {}, "failing": {}}
-    answer, get = runner.answer_job, runner.MemoryCache.get
+    generate, encode = model.generate, model.encode_clip_batch
     seen = tokens["clean"]
-    monkeypatch.setattr(runner, "answer_job", lambda model, job, memory, *rest:
-                        seen.__setitem__(job.item.id, memory.tokens) or answer(model, job, memory, *rest))
-    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "clean", FRAMES), model)
+    monkeypatch.setattr(model, "generate", lambda memory, question, *rest, **named:
+                        seen.__setitem__(question, memory.tokens) or generate(memory, question, *rest, **named))
+    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "clean", options), model)
 
-    def get_failing_first(self, key):
+    def encode_failing_first(clips):
         if not failed:
-            failed.append(key)
-            raise HicoError("the first video's cache entry is unusable")
-        return get(self, key)
+            failed.append(len(clips))
+            raise HicoError("the first video's tower call failed")
+        return encode(clips)
 
     failed, seen = [], tokens["failing"]
-    monkeypatch.setattr(runner.MemoryCache, "get", get_failing_first)
-    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "failing", FRAMES), model)
+    monkeypatch.setattr(model, "encode_clip_batch", encode_failing_first)
+    run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "failing", options), model)
     results = {r["id"]: r for r in lines(tmp_path / "failing" / RESULTS)}
-    unreadable = [i for i, r in results.items() if "first video's cache entry" in r.get("reason", "")]
-    assert len(unreadable) == 1 and unreadable[0] not in tokens["failing"]
-    assert tokens["failing"].keys() == tokens["clean"].keys() - set(unreadable)
-    for item, encoded in tokens["failing"].items():
-        assert encoded.equal(tokens["clean"][item]), item
+    unreadable = [i for i, r in results.items() if "first video's tower call" in r.get("reason", "")]
+    assert failed == [8] and unreadable == [f"{bench.task}/0"] and results[unreadable[0]]["status"] == "skipped"
+    prompts = {item.id: item.prompt for item in get_task(bench.task).load(bench.annotations)}
+    assert tokens["failing"].keys() == {prompts[i] for i in results if i not in unreadable}
+    assert len(tokens["clean"]) == 6
+    for prompt, encoded in tokens["failing"].items():
+        assert encoded.shape[0] == 40 * 16 and encoded.equal(tokens["clean"][prompt]), prompt
 
 
-def test_prefetch_queue_is_bounded_by_its_budget(tmp_path, model):
-    bench = write_benchmark(tmp_path, "mvbench", items=3)
+def test_prefetch_follows_the_video_order_within_its_budget(tmp_path, model, monkeypatch):
+    """The store decodes ahead exactly the run's videos, in the order they are answered, with the run's
+    decoders and byte budget; a budget of one clip at a time gives the same results."""
+    bench = write_benchmark(tmp_path, "mlvu", items=6)
     plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)
     config = model.model.config
     clip_bytes = config.local_num_frames * 3 * config.vision.image_size ** 2 * 4
-    prefetcher = Prefetcher(groups_of(plan.jobs), config.vision.image_size, config.local_num_frames, 6 * clip_bytes,
-                            isolate=False, workers=2)
-    assert [box.maxsize for box in prefetcher.queues] == [3, 3]
-    kinds = [[kind for kind, _ in prefetcher.next_video()] for _ in plan.jobs]
-    prefetcher.close()
-    assert kinds == [["start", "clip", "clip", "done"]] * 3
+    asked, prefetch = [], VideoStore.prefetch
+
+    def spy(self, videos, *, workers, budget):
+        prefetch(self, videos, workers=workers, budget=budget)
+        asked.append((list(videos), workers, budget, [box.maxsize for box in self._prefetcher.queues]))
+
+    monkeypatch.setattr(VideoStore, "prefetch", spy)
+    options = EvalOptions(max_frames=8, progress=False, isolate=False, prefetch_bytes=6 * clip_bytes)
+    normal = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "normal", options), model)
+    videos = [bench.videos / path for path in dict.fromkeys(item.video.path
+                                                            for item in get_task(bench.task).load(bench.annotations))]
+    assert len(videos) == 3  # two questions per video
+    ((wanted, workers, budget, bounds),) = asked
+    assert [w.path for w in wanted] == [str(v) for v in videos] and workers == 2 and budget == 6 * clip_bytes
+    assert all(w.sampling == plan.jobs[0].sampling and w.options == (("folder_fps", 1.0),) for w in wanted)
+    assert bounds == [3, 3]  # six clips in all, three per decoding thread
     tiny = EvalOptions(max_frames=8, progress=False, isolate=False, prefetch_bytes=0, decoders=1)  # one clip at a time
     small = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "tiny", tiny), model)
-    normal = run(plan, model)
+    assert asked[1][1:] == (1, 0, [1])
     assert small["tasks"] == normal["tasks"]
+    assert [r["response"] for r in lines(tmp_path / "tiny" / RESULTS)] == \
+        [r["response"] for r in lines(tmp_path / "normal" / RESULTS)]
 
 
 def test_prefetch_decoders_keep_one_worker_process_each(tmp_path, model, monkeypatch):
-    """Isolated decoding starts a process per decode thread, not per video, and reads what in-process does."""
+    """Isolated decoding starts a process per decode thread, not per video, at the lowest priority, closed
+    with the run, and gives the tokens in-process decoding gives."""
     from hico.video.worker import WorkerClient
 
     starts = []
     original = WorkerClient._start
     monkeypatch.setattr(WorkerClient, "_start", lambda self: starts.append(self) or original(self))
+    tokens: dict[bool, dict[str, object]] = {True: {}, False: {}}
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda memory, question, *rest, **named:
+                        seen.__setitem__(question, memory.tokens) or generate(memory, question, *rest, **named))
     bench = write_benchmark(tmp_path, "mvbench", items=6)
-    plan = prepare([bench.task], bench.annotations, bench.videos, tmp_path / "out", FRAMES)
-    size, frames = model.model.config.vision.image_size, model.model.config.local_num_frames
-    read = {}
     for isolate in (True, False):
-        prefetcher = Prefetcher(groups_of(plan.jobs), size, frames, 1 << 30, isolate=isolate, workers=2)
-        read[isolate] = [[value for kind, value in prefetcher.next_video() if kind == "clip"] for _ in plan.jobs]
-        prefetcher.close()
+        seen = tokens[isolate]
+        options = EvalOptions(max_frames=8, progress=False, isolate=isolate)
+        run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / f"out-{isolate}", options), model)
     assert len(bench.video_files) == 6 and len(starts) == 2
     assert [client.nice for client in starts] == [PREFETCH_NICE] * 2 == [19] * 2  # background work
-    assert all(len(clips) == 2 for clips in read[True])
-    for isolated, in_process in zip(read[True], read[False]):
-        assert all(a.equal(b) for a, b in zip(isolated, in_process))
-    assert all(client.proc is None for client in starts)  # closed with the prefetcher
+    assert len(tokens[True]) == 6 and tokens[True].keys() == tokens[False].keys()
+    for prompt, isolated in tokens[True].items():
+        assert isolated.shape[0] == 8 * 16 and isolated.equal(tokens[False][prompt]), prompt
+    assert all(client.proc is None for client in starts)  # closed with the run
+
+
+def test_a_second_run_with_a_cache_decodes_no_video(tmp_path, counted, monkeypatch):
+    """--cache: the first run's results are those of a run without it; a second run (a new output folder)
+    opens no video and calls no tower, and gives the same results."""
+    import hico.video.reader as reader
+
+    model, calls = counted
+    bench = write_benchmark(tmp_path, "mlvu", items=6)
+    cached = EvalOptions(max_frames=8, progress=False, cache_dir=str(tmp_path / "cache"))  # worker decoding
+    plain = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "plain", FRAMES), model)
+    first = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "first", cached), model)
+    assert len(calls) == 2 * 3  # three videos, encoded once each (and once for the plain run)
+    cache = tmp_path / "cache"
+    assert len(list(cache.glob("*.prefix.safetensors"))) == 3  # each video's prefilled prompt prefix
+    assert len(list(cache.iterdir())) == 6
+    opened, prefilled = [], []
+    prefill_prefix = model.model.prefill_prefix
+    monkeypatch.setattr(model.model, "prefill_prefix", lambda *a, **k: prefilled.append(1) or prefill_prefix(*a, **k))
+    original = reader.Video.__init__
+    monkeypatch.setattr(reader.Video, "__init__", lambda self, path, **named: opened.append(path) or
+                        original(self, path, **named))
+    calls.clear()
+    second = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / "second", cached), model)
+    assert opened == [] and calls == [] and prefilled == []  # nothing decoded, encoded or prefilled again
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mb")}  # noqa: E731
+    results = {name: [strip(r) for r in lines(tmp_path / name / RESULTS)] for name in ("plain", "first", "second")}
+    assert len(results["plain"]) == 6 and all(r["status"] == "ok" for r in results["plain"])
+    assert results["first"] == results["plain"] and results["second"] == results["plain"]
+    assert first["tasks"] == second["tasks"] == plain["tasks"]
+
+
+def test_dropout_words_resolve_with_the_model(tmp_path, model):
+    """EvalOptions takes the `DropSchedule.parse` vocabulary; off by default (as officially); "default" and
+    "model" are the checkpoint's schedules, resolved by `run` and written to the summary."""
+    configured = json.loads((embedded_path() / "config.json").read_text())  # mm_llm_compress on
+    schedule = [configured["llm_compress_type"], configured["llm_compress_layer_list"],
+                configured["llm_image_token_ratio_list"]]
+    assert EvalOptions().dropout == DropSchedule() == EvalOptions(dropout="off").dropout
+    assert EvalOptions(dropout="model").dropout == "model" and EvalOptions(dropout=None).dropout == "default"
+    with pytest.raises(OptionError, match="unknown dropout"):
+        EvalOptions(dropout="sometimes")
+    bench = write_benchmark(tmp_path, "mvbench", items=1)
+    settings = {}
+    for word in ("off", "default", "model"):
+        options = EvalOptions(max_frames=8, progress=False, isolate=False, dropout=word)
+        summary = run(prepare([bench.task], bench.annotations, bench.videos, tmp_path / word, options), model)
+        settings[word] = summary["settings"]["dropout"], summary["settings_text"]
+    assert settings["off"][0] is None and "in-LLM dropout off (as officially)" in settings["off"][1]
+    assert settings["default"] == settings["model"]
+    assert settings["model"][0] == schedule and "(the official evaluation has none)" in settings["model"][1]
 
 
 def test_two_torchrun_processes_give_the_results_of_one(tmp_path, model):

@@ -266,7 +266,7 @@ class Hico:
                     stored = store.get(request.video, request.sampling, **dict(request.video_options))
                 answer = self.generate(stored.memory, request.question, request.history, config=request.config,
                                        dropout=request.dropout, prompt=request.prompt, cancel=request.cancel,
-                                       on_token=request.on_token)
+                                       on_token=request.on_token, prefix_dir=request.prefix_dir)
             except HicoError as exc:
                 yield Completion(request, None, exc, None, started())
                 continue
@@ -313,7 +313,7 @@ class Hico:
                 save_prefix(prefix, path)
         memory.keep_prefix(key, prefix, self.prefix_bytes)
         for store in list(self.stores):
-            store.trim()  # a store's budget counts the prefixes its memories keep
+            store.resized(memory)  # a store's budget counts the prefixes its memories keep
         return prefix
 
     def chat(self, video: str | Path, question: str, sampling: SamplingOptions = SamplingOptions(),

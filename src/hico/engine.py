@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 class Request:
     """One question about one video. `video` is a path (decoded and encoded by the engine's store, or taken
     from its cache) or an encoded `VideoMemory`; `video_options` go to the reader (timeout, folder_fps, ...);
-    `prompt` replaces the chat template with a whole prompt holding `<image>` once; `tag` is the caller's."""
+    `prompt` replaces the chat template with a whole prompt holding `<image>` once; `prefix_dir` keeps the
+    video's prefilled prompt prefix on disk there (as `hico chat --cache` does); `tag` is the caller's."""
 
     video: str | Path | VideoMemory
     question: str
@@ -36,6 +37,7 @@ class Request:
     dropout: DropSchedule | str | None = None
     prompt: str | None = None
     video_options: Mapping[str, object] = field(default_factory=dict)
+    prefix_dir: str | Path | None = None
     cancel: object = None  # an Event or a callable: stop generating when set
     on_token: Callable[[str], None] | None = None
     tag: object = None

@@ -69,17 +69,22 @@ def memory_nbytes(memory: VideoMemory) -> int:
 
 class VideoStore:
     def __init__(self, engine: Hico, *, cache_dir: str | Path | None = None, memory_bytes: int = MEMORY_BYTES,
-                 decode_timeout: float = 30.0, isolate: bool = True,
+                 max_videos: int | None = None, decode_timeout: float = 30.0, isolate: bool = True,
                  on_get: Callable[[Stored], None] | None = None) -> None:
         if memory_bytes < 0:
             raise HicoError(f"the store's memory budget cannot be negative, got {memory_bytes}")
+        if max_videos is not None and max_videos < 1:
+            raise HicoError(f"the store holds at least one video in memory, got max_videos={max_videos}")
         self.engine = engine
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.memory_bytes = memory_bytes
         self.isolate = isolate
         self.decode_timeout = decode_timeout
         self.on_get = on_get
+        self.max_videos = max_videos
         self.memories: OrderedDict[str, VideoMemory] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # bytes of each held memory (tokens and kept prefixes)
+        self._nbytes = 0
         self._digests: OrderedDict[tuple, str] = OrderedDict()  # (path, size, mtime) -> content digest
         self._decoder = None  # the kept WorkerClient of `get`, started on first use
         self._prefetcher: _Prefetcher | None = None
@@ -130,21 +135,36 @@ class VideoStore:
                                         and (self.cache_dir / f"{key}.safetensors").exists())
 
     def keep(self, key: str, memory: VideoMemory) -> None:
-        """Hold a memory in RAM, letting the least recently used go past the byte budget (the newest stays,
-        whatever its size: it is in use)."""
+        """Hold a memory in RAM, letting the least recently used go past the byte budget (and `max_videos`);
+        the newest stays, whatever its size: it is in use."""
         self.memories[key] = memory
         self.memories.move_to_end(key)
+        self._count(key, memory)
         self.trim()
+
+    def resized(self, memory: VideoMemory) -> None:
+        """A held memory's kept prefixes changed (the engine calls this): count its bytes again and trim."""
+        if memory.key and self.memories.get(memory.key) is memory:
+            self._count(memory.key, memory)
+            self.trim()
+
+    def _count(self, key: str, memory: VideoMemory) -> None:
+        size = memory_nbytes(memory)
+        self._nbytes += size - self._sizes.get(key, 0)
+        self._sizes[key] = size
 
     def trim(self) -> None:
         """Let the least recently used memories go until the held bytes (tokens and kept prefixes, which
-        grow as questions are asked) fit the budget."""
-        while len(self.memories) > 1 and self.nbytes > self.memory_bytes:
-            self.memories.popitem(last=False)
+        grow as questions are asked) fit the budget, and their number `max_videos`."""
+        while len(self.memories) > 1 and (self._nbytes > self.memory_bytes or
+                                          self.max_videos is not None and len(self.memories) > self.max_videos):
+            key, _ = self.memories.popitem(last=False)
+            self._nbytes -= self._sizes.pop(key)
 
     @property
     def nbytes(self) -> int:
-        return sum(memory_nbytes(m) for m in self.memories.values())
+        """The bytes held in RAM: every memory's tokens and kept prefixes."""
+        return self._nbytes
 
     def save(self, key: str, memory: VideoMemory) -> None:
         if self.cache_dir is not None:

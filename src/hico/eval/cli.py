@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import torch
-
-from hico.cli import add_model_args, load_model
-from hico.compress import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
+from hico.cli import add_dropout_args, add_model_args, dropout_schedule, load_model
 from hico.errors import HicoError, OptionError
 from hico.records import place
 
@@ -35,22 +32,6 @@ def add_eval_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(num_frames_flag="--num-frames")
 
 
-def add_eval_dropout_args(parser: argparse.ArgumentParser) -> None:
-    """--dropout in the shared vocabulary (`DropSchedule.parse`), off unless asked for: the official evaluation
-    runs without in-LLM dropout."""
-    parser.add_argument("--dropout", choices=DROP_WORDS + DROP_KINDS, default="off",
-                        help=DROPOUT_HELP + "; default here: off, as in the official evaluation (its wrapper sets "
-                             "mm_llm_compress = False), whatever the checkpoint's config says")
-    parser.add_argument("--dropout-layers", help="layer numbers after which to drop, e.g. 4,18")
-    parser.add_argument("--dropout-ratios", help="kept fractions, one more than layers, e.g. 1,0.75,0.25")
-
-
-def dropout_setting(args: argparse.Namespace) -> DropSchedule | str:
-    """What --dropout/--dropout-layers/--dropout-ratios ask for: a schedule, or "default"/"model" (the
-    checkpoint's, resolved with the model by `hico.eval.runner.run`)."""
-    return DropSchedule.parse(args.dropout, args.dropout_layers, args.dropout_ratios)
-
-
 def register(sub) -> None:
     parser = sub.add_parser(
         "eval", help="evaluate on benchmarks (MVBench, MLVU, LVBench, LongVideoBench, Video-MME, Charades-STA, ...)",
@@ -67,14 +48,16 @@ def register(sub) -> None:
     parser.add_argument("--skip-missing", action="store_true",
                         help="record items whose video is missing or unreadable as skipped instead of stopping")
     add_eval_sampling_args(parser)
-    parser.add_argument("--cache", help="folder to keep encoded videos in across runs")
+    parser.add_argument("--cache", help="folder to keep encoded videos, and their prefilled prompt prefix, in "
+                                        "across runs (as hico chat --cache; a prefix takes several times the "
+                                        "video's tokens on disk)")
     parser.add_argument("--decode-in-process", action="store_true",
                         help="decode on threads of this process instead of in background worker processes: no "
                              "protection against a decoder that hangs or crashes, and usually slower")
     parser.add_argument("--seed", type=int, default=0, help="seed of LongVideoBench's official random fallback")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
-    add_eval_dropout_args(parser)
+    add_dropout_args(parser, default="off")  # as the official evaluation: its wrapper sets mm_llm_compress = False
     parser.set_defaults(func=cmd_eval)
 
 
@@ -102,7 +85,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     if args.list:
         return cmd_list(args)
-    from hico.eval.runner import EvalOptions, prepare, run  # the engine (transformers): seconds to import
+    from hico.eval.runner import EvalOptions, prepare, run  # torch and transformers: not for `hico --help`
 
     if not args.tasks:
         raise OptionError("name the tasks to run, e.g. `hico eval mvbench ...` (`hico eval --list` prints them)")
@@ -112,7 +95,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.num_frames is not None and args.fps is not None:
         raise OptionError(f"give either {args.num_frames_flag} or --fps, not both")
     options = EvalOptions(limit=args.limit, skip_missing=args.skip_missing, num_frames=args.num_frames,
-                          fps=args.fps, max_frames=args.max_frames, dropout=dropout_setting(args),
+                          fps=args.fps, max_frames=args.max_frames, dropout=dropout_schedule(args),
                           subtitles=args.subtitles, cache_dir=args.cache, seed=args.seed,
                           progress=not args.no_progress, isolate=not args.decode_in_process)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
@@ -120,9 +103,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
     where = place()
     if args.device == "cuda" and "LOCAL_RANK" in os.environ:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        import torch  # loaded by the runner already; kept out of `hico --help`
+
         torch.cuda.set_device(args.device)  # the rank's GPU is the current one: its peak memory is recorded
     model = load_model(args)
-    model.schedule(options.dropout)  # a schedule the model cannot run is an error before any work
     summary = run(plan, model, place=where)
     if summary is not None:
         for name, entry in summary["tasks"].items():

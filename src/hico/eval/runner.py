@@ -31,7 +31,7 @@ from tqdm import tqdm
 from hico import records
 from hico.api import Hico
 from hico.atomic import write_text_atomic
-from hico.compress import DropSchedule
+from hico.dropout import DropSchedule
 from hico.engine import Completion, Request
 from hico.errors import HicoError, OptionError
 from hico.eval import get_task
@@ -235,8 +235,9 @@ def skipped_result(job: Job, reason: str) -> dict:
 
 def request(job: Job, stored: Stored, options: EvalOptions) -> Request:
     """One item as an engine request: the official prompt and token budget, greedy, the run's dropout."""
-    return Request(stored.memory, job.item.prompt, config=GenerationConfig(max_new_tokens=job.task.settings.max_new_tokens),
-                   dropout=options.dropout, tag=job)
+    config = GenerationConfig(max_new_tokens=job.task.settings.max_new_tokens)
+    return Request(stored.memory, job.item.prompt, config=config, dropout=options.dropout, tag=job,
+                   prefix_dir=options.cache_dir)
 
 
 def answered_result(done: Completion, memory_seconds: float, options: EvalOptions, model_id: str) -> dict:

@@ -19,18 +19,13 @@ from hico.video.sampling import SamplingOptions
 
 
 class ServeStore(VideoStore):
-    """A VideoStore that also holds at most `max_videos` memories in RAM (None: the byte budget alone)."""
+    """The engine's VideoStore, fed a request's media (`max_videos`, when given, caps the memories held in RAM
+    besides the byte budget)."""
 
     def __init__(self, model: Hico, *, cache_dir: Path | None, memory_bytes: int, max_videos: int | None,
                  decode_timeout: float, on_get: Callable[[Stored], None] | None = None) -> None:
-        super().__init__(model, cache_dir=cache_dir, memory_bytes=memory_bytes, decode_timeout=decode_timeout,
-                         on_get=on_get)
-        self.max_videos = max_videos
-
-    def trim(self) -> None:
-        super().trim()
-        while self.max_videos is not None and len(self.memories) > max(self.max_videos, 1):
-            self.memories.popitem(last=False)
+        super().__init__(model, cache_dir=cache_dir, memory_bytes=memory_bytes, max_videos=max_videos,
+                         decode_timeout=decode_timeout, on_get=on_get)
 
     def fetch(self, media: Sequence[Media], sampling: SamplingOptions) -> Stored:
         """The memory of a video (one Media) or of images (one clip each), encoding it on a miss; the memory's
