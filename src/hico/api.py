@@ -27,7 +27,7 @@ from hico.errors import HicoError, NonFiniteError
 from hico.generate import Answer, GenerationConfig, TextStream, Timings, run_decoding, timed
 from hico.memory import (PREFIX_BYTES, VideoMemory, file_digest, load_cached, load_prefix, memory_key, prefix_key,
                          save_prefix)
-from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix, nonfinite_cause, reserve_cache
+from hico.model import IMAGE_TOKEN_INDEX, HicoModel, Prefill, VideoPrefix, nonfinite_cause
 from hico.store import ENCODE_BATCH_CLIPS, Stored, VideoStore
 from hico.prompt import IMAGE, chat_prompt, tokenize
 from hico.video.preprocess import image_clip
@@ -189,7 +189,7 @@ class Hico:
         schedule = self.schedule(dropout)
         prefill = self.prefill(memory, input_ids, schedule, prefix_dir=prefix_dir)
         prefilled = elapsed()
-        reserve_cache(prefill.cache, config.max_new_tokens)
+        self.model.prepare_decoding(prefill.cache, config.max_new_tokens)
         step = lambda token: self.model.decode_step(torch.tensor([[token]]), prefill.cache)[0, -1]  # noqa: E731
         text = TextStream(self.tokenizer, config.stop)
         first: float | None = None

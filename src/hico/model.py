@@ -370,21 +370,54 @@ class HicoModel(nn.Module):
 
     def decode_step(self, token_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """`decode` without the per-stage finiteness hooks: the engine's loop, which checks the logits it
-        picks from instead (`hico.generate`). Layers at the same cache length share one RoPE table."""
+        picks from instead (`hico.generate`). Layers at the same cache length share one RoPE table, read from
+        the table `prepare_decoding` made when there is one."""
         llm = self.llm.model
         hidden = llm.embed_tokens(token_ids.to(self.device))
         steps = token_ids.shape[1]
+        table: RopeTable | None = getattr(cache, "hico_rope", None)
         tables: dict[int, tuple] = {}
         for index, layer in enumerate(self._layers()):
             past = cache.get_seq_length(index)
             if past not in tables:
-                positions = torch.arange(past, past + steps, device=hidden.device)[None]
-                tables[past] = (positions, llm.rotary_emb(hidden, positions))
+                if table is not None and table.start <= past and past + steps <= table.stop:
+                    tables[past] = table.rows(past, steps)
+                else:
+                    positions = torch.arange(past, past + steps, device=hidden.device)[None]
+                    tables[past] = (positions, llm.rotary_emb(hidden, positions))
             positions, rope = tables[past]
             mask = None if steps == 1 else _continuation_mask(past, steps, hidden.device)
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope,
                            cache=cache, use_cache=True)
         return self.llm.lm_head(llm.norm(hidden))
+
+    def prepare_decoding(self, cache: DynamicCache, tokens: int) -> None:
+        """Ready a prefilled cache for `tokens` new tokens: room for their keys and values in every layer
+        (`reserve_cache`), and the RoPE rows of every position they will take, computed once (`RopeTable`)."""
+        reserve_cache(cache, tokens)
+        rope_type = (getattr(self.llm.config, "rope_parameters", None) or {}).get("rope_type", "default")
+        if "dynamic" in rope_type or "longrope" in rope_type:  # their tables change with the length reached
+            return
+        lengths = [cache.get_seq_length(i) for i in range(len(cache.layers))]
+        start, stop = min(lengths), max(lengths) + tokens
+        positions = torch.arange(start, stop, device=self.device)[None]
+        probe = torch.empty((), dtype=self.dtype, device=self.device)
+        cache.hico_rope = RopeTable(start, stop, positions, self.llm.model.rotary_emb(probe, positions))
+
+
+@dataclass(frozen=True)
+class RopeTable:
+    """RoPE cos/sin rows of positions start..stop-1, computed in one call (each row equals the row computed
+    alone: one product and its cos/sin per element)."""
+
+    start: int
+    stop: int
+    positions: torch.Tensor  # (1, stop - start)
+    rope: tuple[torch.Tensor, torch.Tensor]  # cos, sin: (1, stop - start, head_dim)
+
+    def rows(self, past: int, steps: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        at = slice(past - self.start, past - self.start + steps)
+        return self.positions[:, at], (self.rope[0][:, at], self.rope[1][:, at])
 
 
 def _question_independent_layers(schedule: DropSchedule, layers: int) -> int:
