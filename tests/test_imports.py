@@ -15,7 +15,8 @@ import hico
 PACKAGE = Path(hico.__file__).parent
 README = Path(__file__).resolve().parents[1] / "README.md"
 # Modules that need an optional dependency: imported where it is installed, left out where it is not.
-OPTIONAL = {"hico.eval.lmms": "lmms_eval", "hico.serve": "fastapi"}
+OPTIONAL = {"hico.eval.lmms": "lmms_eval", "hico.serve": "fastapi", "hico.vllm.processor": "vllm",
+            "hico.vllm.model": "vllm", "hico.vllm.engine": "vllm"}
 # Third-party packages the parent imports before forking, so that each child pays only for hico's own modules.
 # None of them imports hico: each child still starts with no hico module loaded.
 PRELOADED = ("numpy", "PIL.Image", "av", "torch", "safetensors.torch", "tokenizers", "yaml", "tqdm",

@@ -338,22 +338,30 @@ class Hico:
 
 
 def load(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", *,
-         revision: str | None = None, quantize: str | None = None) -> Hico:
+         revision: str | None = None, quantize: str | None = None, vision_only: bool = False) -> Hico:
     """Load a VideoChat-Flash checkpoint, a folder (official layout) or a Hub id such as
     "OpenGVLab/VideoChat-Flash-Qwen2_5-2B_res448" (downloaded once into the Hub cache, `revision` a branch, tag
     or commit), with its tokenizer, if present; `quantize="int8"` stores the LLM's linear weights in int8
-    (`hico.quantize`)."""
+    (`hico.quantize`). `vision_only` loads the tower and projector alone (the LLM's weights stay unread and
+    unallocated): a model that encodes videos for another engine (`hico.vllm.engine`), and cannot answer."""
     hub = is_hub_id(path)
     folder = resolve_checkpoint(path, revision)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a folder; pass the folder of a downloaded checkpoint")
     config = HicoConfig.from_folder(folder)
-    state = load_state_dict(folder)
+    state = load_state_dict(folder, vision_only)
     with torch.device("meta"):
         model = HicoModel(config)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+    expected = {k: v.shape for k, v in model.state_dict().items() if not (vision_only and k.startswith("llm."))}
     tied = {"llm.lm_head.weight"} if config.llm.get("tie_word_embeddings") else set()
     check_state_dict(expected, state, str(folder), optional=tied, vision_prefix=config.vision_prefix)
+    if vision_only:
+        for part in (model.vision, model.projector):
+            part.to_empty(device=device).to(dtype)
+        model.load_state_dict(state, strict=False)
+        model.vision.reset_buffers(model.device)
+        return Hico(model.eval(), load_tokenizer(folder), _fingerprint(folder),
+                    str(path) if hub else _folder_name(folder))
     model = model.to_empty(device=device).to(dtype)
     model.load_state_dict(state, strict=False)
     if tied and "llm.lm_head.weight" not in state:

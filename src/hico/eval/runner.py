@@ -312,10 +312,42 @@ def _answer(model: Hico, jobs: list[Job], options: EvalOptions, path: Path, plac
                 bar.update(1)
         # decoded ahead in the order asked for below; a video whose tokens are cached is never decoded
         store.prefetch([wanted(group[0]) for group in groups], workers=options.decoders, budget=options.prefetch_bytes)
-        for group in groups:
-            for result in answer_group(model, store, group, options):
-                records.append_record(path, result)
-                bar.update(1)
+        answered = answer_batched(model, store, groups, options) if getattr(model, "batched", False) else \
+            (result for group in groups for result in answer_group(model, store, group, options))
+        for result in answered:
+            records.append_record(path, result)
+            bar.update(1)
+
+
+def answer_batched(engine, store: VideoStore, groups: list[list[Job]], options: EvalOptions) -> Iterator[dict]:
+    """`answer_group` for an engine that answers many requests at once (vLLM): every item's request goes to
+    one `generate_many` call, the videos' memories read from the store as the engine asks for them. Results
+    come in item order; an unreadable video's items are skipped with the reason, as in `answer_group`."""
+    skipped: dict[int, list[dict]] = {}
+    shares: dict[int, float] = {}
+
+    def requests() -> Iterator[Request]:
+        for index, group in enumerate(groups):
+            first = group[0]
+            try:
+                stored = store.get(first.path, first.sampling, folder_fps=first.item.video.folder_fps)
+            except HicoError as exc:
+                skipped[index] = [skipped_result(job, f"unreadable: {exc}") for job in group]
+                continue
+            shares[index] = stored.seconds / len(group)
+            for job in group:
+                yield replace(request(job, stored, options), tag=(index, job))
+
+    for done in engine.generate_many(requests()):
+        index, job = done.request.tag
+        for earlier in sorted(i for i in skipped if i < index):
+            yield from skipped.pop(earlier)
+        if not done.ok:
+            raise done.error
+        yield answered_result(replace(done, request=replace(done.request, tag=job)), shares[index], options,
+                              engine.model_id)
+    for index in sorted(skipped):
+        yield from skipped.pop(index)
 
 
 def merge(out: Path, plan: Plan) -> list[dict]:

@@ -55,10 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    from hico.cli import add_model_args  # hico.cli loads this module to register `serve`
+    from hico.cli import add_engine_args, add_model_args  # hico.cli loads this module to register `serve`
 
     parser = sub.add_parser("serve", help="an OpenAI-compatible video chat server with a browser page")
     add_model_args(parser)
+    add_engine_args(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--api-key", help="require `Authorization: Bearer KEY` (default: $HICO_API_KEY, if set)")
