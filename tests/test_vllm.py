@@ -57,7 +57,8 @@ def test_vision_side_equals_the_official_code(fixture) -> None:
     visual = VisualEncoder(config)
     loaded: set[str] = set()
     llm = list(load_visual_weights(visual, read_safetensors(folder / "model.safetensors").items(), loaded))
-    assert loaded == set(dict(visual.named_parameters())) and all(name.startswith(("model.", "lm_head")) for name, _ in llm)
+    assert loaded == set(dict(visual.named_parameters()))
+    assert all(name.startswith(("model.", "lm_head")) for name, _ in llm)
     frames = frames_for_model(reference["frames_uint8"].to(torch.uint8).numpy(), config.vision.image_size)
     with torch.inference_mode():
         tokens = encode_frames(visual.eval(), torch.from_numpy(frames))
@@ -105,8 +106,8 @@ def test_prompt_layout_is_the_official_one(pair, videos) -> None:
     model, engine = pair
     memory = model.encode_video(videos["short"])
     ids = model.prompt_ids(memory, QUESTION).tolist()
-    output = engine.generate([{"prompt": chat_prompt(QUESTION, None), "multi_modal_data": {"video": str(videos["short"])}}],
-                             greedy(max_tokens=1, logprobs=None))[0]
+    request = {"prompt": chat_prompt(QUESTION, None), "multi_modal_data": {"video": str(videos["short"])}}
+    output = engine.generate([request], greedy(max_tokens=1, logprobs=None))[0]
     at = ids.index(hico.model.IMAGE_TOKEN_INDEX)
     visual = memory.tokens.shape[0]
     got = list(output.prompt_token_ids)

@@ -117,6 +117,15 @@ def test_a_file_outside_the_allowed_folder_is_refused(server, tmp_path) -> None:
         ask(client, f"file://{video}", stream=False)
 
 
+def test_a_damaged_video_is_a_400_that_says_so(server) -> None:
+    client, folder, _ = server
+    video = folder / "damaged.mp4"
+    write_demo_video(folder / "whole.mp4", frames=16, seed=2)
+    video.write_bytes((folder / "whole.mp4").read_bytes()[:600])
+    with pytest.raises(openai.BadRequestError, match="damaged.mp4|truncated|cannot|no video"):
+        ask(client, f"file://{video}", stream=False)
+
+
 def test_the_server_says_it_runs_without_in_llm_dropout(server) -> None:
     _, _, log = server
     assert "vLLM runs the LLM without it" in log.read_text()

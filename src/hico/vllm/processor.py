@@ -114,7 +114,10 @@ class HicoDataParser(MultiModalDataParser):
         if data is None or self.is_embeddings(data):
             return super()._parse_video_data(data)
         items = data if isinstance(data, list) and not _is_frame_list(data) else [data]
-        sources = [as_video_source(item) for item in items]
+        try:
+            sources = [as_video_source(item) for item in items]
+        except HicoError as exc:
+            raise ValueError(str(exc)) from exc
         if not any(source is not None for source in sources):
             return super()._parse_video_data(data)
         return HicoVideoItems([source if source is not None else _frames_item(item)
@@ -202,6 +205,12 @@ class _Sampled:
 class HicoMultiModalProcessor(BaseMultiModalProcessor[HicoProcessingInfo]):
 
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
+        try:
+            return self._process(hf_data, hf_kwargs)
+        except HicoError as exc:  # vLLM answers a ValueError with 400 and its message: the user's input is at fault
+            raise ValueError(str(exc)) from exc
+
+    def _process(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         kwargs = self.info.ctx.get_merged_mm_kwargs(hf_kwargs)
         unknown = sorted(set(kwargs) - set(PROCESSOR_KEYS) - {"return_tensors", "truncation"})
         if unknown:
@@ -354,6 +363,10 @@ def read_video(source: VideoSource, size: int, sampling: SamplingOptions, timeou
         with Video(path, timeout=timeout) as video:
             plan = video.plan(sampling)
             frames = np.stack([frame.pixels for frame in video.frames(plan, size)])
+    except HicoError as exc:
+        if temporary is None:
+            raise
+        raise HicoError(str(exc).replace(temporary, "the video sent")) from exc
     finally:
         if temporary is not None:
             os.unlink(temporary)
