@@ -120,6 +120,17 @@ class Hico:
         size, frames = self.model.config.vision.image_size, self.model.config.local_num_frames
         return self.model.encode_clips(torch.stack([image_clip(image, size, frames) for image in images]))
 
+    def live(self, fps: float = 1.0, budget_tokens: int | None = None, *, dropout: DropSchedule | str | None = "off",
+             keep_recent_clips: int = 4, score: str = "value_norm", seed: int = 0):
+        """A `LiveVideo` (hico.live): push frames as a stream plays, ask at any moment; each clip is encoded and
+        prefilled as it completes, so a question prefills only its own tokens. `budget_tokens` bounds the visual
+        tokens kept (older ones evicted by `score`, never the `keep_recent_clips` newest clips)."""
+        from hico.live import LiveOptions, LiveVideo
+
+        options = LiveOptions(fps=fps, budget_tokens=budget_tokens, keep_recent_clips=keep_recent_clips,
+                              score=score, seed=seed)
+        return LiveVideo(self, options, dropout)
+
     def schedule(self, dropout: DropSchedule | str | None = None) -> DropSchedule:
         """The dropout schedule a setting stands for on this model (`HicoConfig.schedule`): None or "default" is
         the checkpoint's inference setting, "model" its configured schedule even where `mm_llm_compress`

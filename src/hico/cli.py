@@ -18,8 +18,8 @@ from hico.errors import HicoError, OptionError
 from hico.video.sampling import SamplingOptions
 
 # Modules whose `register(sub)` adds subcommands, in the order `hico --help` lists them.
-SUBSYSTEMS = ("hico.video.cli", "hico.chat", "hico.synthetic.cli", "hico.niah.cli", "hico.train.cli",
-              "hico.eval.cli", "hico.serve.cli")
+SUBSYSTEMS = ("hico.video.cli", "hico.chat", "hico.live_cli", "hico.synthetic.cli", "hico.niah.cli",
+              "hico.train.cli", "hico.eval.cli", "hico.serve.cli")
 
 
 class Parser(argparse.ArgumentParser):
