@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test ffmpeg realvideo test-slow test-lmms test-vllm bench-vllm tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
+.PHONY: demo test ffmpeg realvideo test-slow test-lmms test-vllm bench-vllm bench-live tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,10 @@ test-vllm: $(VLLM_STAMP) ffmpeg
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python bench/vllm.py
+
+# Live video (issue 25): ingest rate, time to first token after a minute and an hour, with and without a budget.
+bench-live: $(STAMP)
+	$(BIN)/python bench/live.py
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
