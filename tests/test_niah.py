@@ -395,13 +395,19 @@ def test_interrupted_runs_resume_every_case_exactly_once(tmp_path, data) -> None
 
     waiting = tmp_path / "answering"
     process = subprocess.Popen([sys.executable, "-c", NIAH_INTERRUPTER, "sigint", "3", *command, str(waiting)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + 300
     while not waiting.exists():
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=300)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # SIGABRT makes faulthandler print every thread's stack: where it hangs
+        process.send_signal(signal.SIGABRT)
+        _, stderr = process.communicate(timeout=60)
+        raise AssertionError(f"hico niah run did not stop on SIGINT within 120 s; its threads:\n{stderr[-8000:]}")
     assert process.returncode == 130 and stderr.strip().endswith("hico: interrupted"), stderr[-2000:]
     assert [r["case"] for r in lines()] == [c["case"] for c in cases[:2]]  # two answered, the third not written
     killed = subprocess.run([sys.executable, "-c", NIAH_INTERRUPTER, "sigkill", "3", *command],

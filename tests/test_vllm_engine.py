@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
+import time
 
 import pytest
 
@@ -92,7 +93,20 @@ def test_eval_with_engine_vllm_gives_hicos_results(tmp_path) -> None:
     assert len(results["vllm"]) == 4 and results["vllm"] == results["hico"]
 
 
+def vllm_processes() -> set[int]:
+    import psutil
+
+    found = set()
+    for process in psutil.process_iter(["name"]):
+        if (process.info["name"] or "").startswith("VLLM"):
+            found.add(process.pid)
+    return found
+
+
 def test_serve_with_engine_vllm_answers_as_hico_chat(tmp_path) -> None:
+    """... and a server stopped by SIGTERM leaves no vLLM process behind (uvicorn ends the process right after
+    the app's lifespan, which stops the engine's processes)."""
+    before = vllm_processes()
     video = demo_video(tmp_path / "served.mp4", seed=9, seconds=32).path
     expected = hico.load(WEIGHTS).chat(video, "Describe the picture in the video.", dropout="off")
     server = start_server(tmp_path, "--engine", "vllm", "--allow-path", str(tmp_path),
@@ -108,3 +122,7 @@ def test_serve_with_engine_vllm_answers_as_hico_chat(tmp_path) -> None:
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).strip() == expected
     finally:
         server.stop()
+    deadline = time.monotonic() + 30
+    while vllm_processes() - before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not vllm_processes() - before

@@ -108,7 +108,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
         torch.cuda.set_device(args.device)  # the rank's GPU is the current one: its peak memory is recorded
     model = load_model(args)
-    summary = run(plan, model, place=where)
+    try:
+        summary = run(plan, model, place=where)
+    finally:
+        if hasattr(model, "close"):  # an engine with processes of its own (vLLM's) stops them
+            model.close()
     if summary is not None:
         for name, entry in summary["tasks"].items():
             official = entry["official"]["overall"] if entry["official"] else None

@@ -285,6 +285,8 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
         finally:
             sweeper.cancel()
             await run_in_threadpool(server.close)
+            if hasattr(model, "close"):  # an engine with processes of its own (vLLM's) stops them here: uvicorn
+                await run_in_threadpool(model.close)  # ends a SIGTERM'd process right after the lifespan
 
     app = FastAPI(title="hico serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.server = server

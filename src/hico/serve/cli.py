@@ -27,7 +27,7 @@ def serve(config, model, log_level: str = "info") -> None:
     print(f"hico serve: {app.state.server.name} on http://{shown}:{config.port}/ "
           f"({'API key required' if config.api_key else 'no API key'})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, timeout_graceful_shutdown=10,
-                access_log=log_level == "debug")
+                access_log=log_level == "debug")  # the app's lifespan stops the engine's processes
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

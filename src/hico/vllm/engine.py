@@ -56,6 +56,21 @@ class VllmEngine:
     def __getattr__(self, name: str):
         return getattr(self.encoder, name)
 
+    def close(self, timeout: float = 15.0) -> None:
+        """Stop vLLM's engine processes (its engine core and workers) and wait for them: left to interpreter exit,
+        a server stopped by SIGTERM leaves them running. Those still up after `timeout` seconds are killed."""
+        import psutil  # a vLLM dependency
+
+        children = [child for child in psutil.Process().children(recursive=True) if _is_vllm(child)]
+        self.llm.llm_engine.engine_core.shutdown()
+        _, alive = psutil.wait_procs(children, timeout=timeout)
+        for process in alive:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+
     @property
     def store(self) -> VideoStore:
         return self.encoder.store
@@ -162,6 +177,14 @@ class VllmEngine:
                       prompt_tokens=prompt_tokens, completion_tokens=len(ids), finish_reason=finish,
                       visual_tokens=int(memory.tokens.shape[0]),
                       timings=Timings(prefill_s=first, decode_s=seconds - first, first_token_s=first))
+
+
+def _is_vllm(process) -> bool:
+    """vLLM names its processes VLLM::EngineCore, VLLM::Worker, ... (hico's decode workers are left alone)."""
+    try:
+        return process.name().startswith("VLLM")
+    except Exception:  # gone already, or not ours to read
+        return False
 
 
 def _sampling(config: GenerationConfig) -> vllm.SamplingParams:
