@@ -11,6 +11,7 @@ shared by every request that sends it. Stages, by file:
     protocol.py  the chat-completions request parser and response/chunk builders
     cache.py     shared video memories: the engine's VideoStore (RAM bounded in bytes, disk cache), media in
     worker.py    the single model worker: queue, then the engine's generate (stop strings, cancellation, timeouts)
+    live.py      live video sessions on a WebSocket (/v1/live): frames in, questions answered as the stream plays
     metrics.py   Prometheus metrics
     app.py       the FastAPI application: routes, middleware, error handlers, the page
     cli.py       `hico serve` options

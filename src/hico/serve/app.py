@@ -1,6 +1,6 @@
-"""The FastAPI application: OpenAI-style routes, the page, and a gate in front of them (body size, host and
-origin checks, API key, per-route status counts). Every failure answers OpenAI's error JSON; tracebacks go
-to the server log only.
+"""The FastAPI application: OpenAI-style routes, the live video socket (hico.serve.live), the page, and a gate in
+front of them (body size, host and origin checks, API key, per-route status counts). Every failure answers
+OpenAI's error JSON; tracebacks go to the server log only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -35,6 +35,7 @@ from hico.serve.cache import ServeStore
 from hico.serve.config import LOOPBACK, ServeConfig
 from hico.serve.errors import ApiError, bad_request
 from hico.serve.files import FILE_URL, FileStore, LocalFiles, Media, public_message
+from hico.serve.live import CLOSE_POLICY, LiveSession, LiveSlots
 from hico.serve.metrics import Metrics
 from hico.serve.protocol import ChatRequest, chunk, completion, parse_chat, usage
 from hico.serve.worker import Job, ModelWorker, timeout_error
@@ -64,6 +65,12 @@ class Gate:
         self.max_body = config.max_upload_bytes * 4 // 3 + (1 << 20)
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":  # the live session checks the key itself: browsers send it in a message
+            refusal = self.refusal(scope, key=False)
+            if refusal is not None:  # a close before the handshake is answered: the client sees HTTP 403
+                await receive()
+                return await send({"type": "websocket.close", "code": CLOSE_POLICY, "reason": refusal.code})
+            return await self.app(scope, receive, send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
@@ -102,7 +109,7 @@ class Gate:
         finally:
             self.metrics.requests.labels(route, str(status)).inc()
 
-    def refusal(self, scope) -> ApiError | None:
+    def refusal(self, scope, key: bool = True) -> ApiError | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         if self.config.host in LOOPBACK and urllib.parse.urlsplit(f"//{host}").hostname not in (*LOOPBACK, None):
@@ -110,7 +117,7 @@ class Gate:
         origin = headers.get("origin")
         if origin and urllib.parse.urlsplit(origin).netloc != host:
             return ApiError(403, "cross-origin requests are refused", "cross_origin")
-        if self.config.api_key is not None and needs_key(scope["path"]):
+        if key and self.config.api_key is not None and needs_key(scope["path"]):
             try:
                 check_key(headers.get("authorization"), self.config.api_key)
             except ApiError as exc:
@@ -200,6 +207,9 @@ class Server:
                                 max_videos=config.memory_cache, decode_timeout=config.decode_timeout,
                                 on_get=self.metrics.count_stored)
         self.worker = ModelWorker(model, self.store, self.metrics, config.max_queue)
+        self.live = LiveSlots(config.live_sessions)
+        self.metrics.live_sessions.set_function(self.live.count)
+        self.metrics.live_memory_bytes.set_function(self.live.memory_bytes)
         self.previews = asyncio.Semaphore(2)  # thumbnail decodes at once: they share the CPUs with the model
 
     def resolve(self, url: str, expected: str) -> Media:
@@ -376,6 +386,11 @@ def create_app(config: ServeConfig, model: Hico) -> FastAPI:
         parsed = parse_chat(probe, config.max_tokens_limit, config.default_max_tokens)
         async with server.previews:
             return await run_in_threadpool(thumbnails, server, parsed)
+
+    @app.websocket("/v1/live")
+    async def live(websocket: WebSocket):
+        """A live video session: frames in, questions answered as the stream plays (protocol: hico.serve.live)."""
+        await LiveSession(server, websocket).run()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):

@@ -36,6 +36,12 @@ class ServeConfig:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)  # when a request names none
     preview_frames: int = 16  # thumbnails in the page's strip
     decode_timeout: float = 30.0  # seconds without decoder progress before a video read fails
+    live_sessions: int = 4  # live video sessions (/v1/live) open at once; 0 turns them off
+    live_max_tokens: int = 16384  # the largest (and the default) visual-token budget of a live session
+    live_max_frame_bytes: int = 4 << 20  # one JPEG or PNG frame of a live session, at most
+    live_max_frame_side: int = 4096  # pixels, the longer side of a live frame
+    live_queue_frames: int = 16  # a live session's frames waiting for the model; more are dropped (and counted)
+    live_idle_timeout: float = 60.0  # a live session that sends nothing this long (and awaits no answer) is closed
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -48,7 +54,12 @@ class ServeConfig:
             raise OptionError(f"--memory-cache must be at least 1 video, got {self.memory_cache}")
         if self.memory_cache_bytes < 0:
             raise OptionError(f"--memory-cache-mb cannot be negative, got {self.memory_cache_bytes / (1 << 20):g}")
-        for name in ("upload_ttl", "request_timeout", "decode_timeout"):
+        if self.live_sessions < 0:
+            raise OptionError(f"--live-sessions cannot be negative, got {self.live_sessions}")
+        for name in ("live_max_tokens", "live_max_frame_bytes", "live_max_frame_side", "live_queue_frames"):
+            if getattr(self, name) < 1:
+                raise OptionError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("upload_ttl", "request_timeout", "decode_timeout", "live_idle_timeout"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise OptionError(f"{name.replace('_', '-')} must be a positive number of seconds, got {value}")

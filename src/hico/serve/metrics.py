@@ -35,6 +35,15 @@ class Metrics:
         self.cancelled = Counter("hico_requests_cancelled", "generations stopped early: the client left or the "
                                  "request ran out of time", ["reason"], registry=registry)
         self.completion_tokens = Counter("hico_completion_tokens", "answer tokens generated", registry=registry)
+        self.live_sessions = Gauge("hico_live_sessions", "live video sessions holding a slot (open, or closed and "
+                                   "not yet freed)", registry=registry)
+        self.live_opened = Counter("hico_live_sessions_opened", "live video sessions started", registry=registry)
+        self.live_frames = Counter("hico_live_frames", "frames sent to live sessions, by outcome: taken (into the "
+                                   "stream), skipped (between two steps of the session's fps), dropped (its queue was "
+                                   "full), invalid (refused)", ["outcome"], registry=registry)
+        self.live_questions = Counter("hico_live_questions", "questions answered in live sessions", registry=registry)
+        self.live_memory_bytes = Gauge("hico_live_memory_bytes", "KV cache and visual tokens held by live sessions",
+                                       registry=registry)
 
     def count_stored(self, stored: Stored) -> None:
         """The video store's hook (`VideoStore.on_get`): a hit by level, or an encode; the seconds of every

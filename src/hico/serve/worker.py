@@ -3,6 +3,10 @@
 A job reports to the request that made it through an asyncio queue: ("plan", info) once the video is encoded,
 ("text", piece) as the answer grows, then ("done", result) or ("error", ApiError). A client that goes away or
 a request past its deadline stops its generation at the next token.
+
+Live video sessions (hico.serve.live) hand the same thread their model work as tasks (`call`): a clip's encode
+and prefill, a question's answer. They share the queue with chat jobs, in arrival order, so the model never runs
+two things at once; they do not count against --max-queue (each session has at most a few queued at a time).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hico.api import Hico
@@ -65,14 +70,18 @@ class ModelWorker:
         self.model = model
         self.store = store
         self.metrics = metrics
-        self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self.jobs: queue.Queue[Job | Callable[[], None] | None] = queue.Queue()  # chat jobs, live tasks, in order
+        self.waiting = 0  # chat jobs in `jobs`: at most max_queue
+        self._count = threading.Lock()
         self.busy = False
         self.job_seconds = 1.0  # moving average, for Retry-After
         self.thread = threading.Thread(target=self.run, name="hico-model-worker", daemon=True)
         metrics.queue_depth.set_function(self.depth)
 
     def depth(self) -> int:
-        return self.jobs.qsize() + int(self.busy)
+        """Chat jobs waiting for or held by the worker."""
+        return self.waiting + int(self.busy)
 
     def start(self) -> None:
         self.thread.start()
@@ -83,24 +92,40 @@ class ModelWorker:
                 job = self.jobs.get_nowait()
             except queue.Empty:
                 break
-            if job is not None:
+            if isinstance(job, Job):
                 job.emit("error", ApiError(503, "the server is shutting down", "shutting_down", "server_error"))
         self.jobs.put(None)
         self.thread.join(timeout=30)
 
     def submit(self, job: Job) -> None:
         """Queue a job, or a 429 with Retry-After when the queue is full."""
-        try:
-            self.jobs.put_nowait(job)
-        except queue.Full:
+        with self._count:
+            full = self.waiting >= self.max_queue
+            if not full:
+                self.waiting += 1
+                self.jobs.put_nowait(job)
+        if full:
             wait = max(1, round(self.job_seconds * (self.depth() + 1)))
-            raise ApiError(429, f"the server is busy ({self.jobs.maxsize} requests waiting); retry in about "
+            raise ApiError(429, f"the server is busy ({self.max_queue} requests waiting); retry in about "
                                 f"{wait} s", "rate_limit_exceeded", "rate_limit_error",
-                           headers={"Retry-After": str(wait)}) from None
+                           headers={"Retry-After": str(wait)})
+
+    def call(self, task: Callable[[], None]) -> None:
+        """Run `task` on the worker thread after everything queued before it (a live session's model work; it
+        reports its own results and errors). Never refused: a live session queues at most a few at a time."""
+        self.jobs.put_nowait(task)
 
     def run(self) -> None:
         while (job := self.jobs.get()) is not None:
+            if not isinstance(job, Job):
+                try:
+                    job()
+                except Exception:  # a task reports its own errors; one that escapes is a bug, logged
+                    log.exception("a live session task failed")
+                continue
             self.busy = True
+            with self._count:
+                self.waiting -= 1
             start = time.monotonic()
             try:
                 self.process(job)

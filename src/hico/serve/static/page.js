@@ -2,7 +2,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { url: null, model: null, history: [], busy: false };
+const state = { url: null, model: null, history: [], busy: false, mode: "file" };
+// The live session: its socket, the camera, the frame timer, the answer being streamed.
+const live = { ws: null, stream: null, timer: null, fps: 1, t0: null, step: 0, reply: null, unsent: 0 };
+const FRAME_ERRORS = ["invalid_frame", "frame_too_large", "invalid_frame_time", "not_started"];
 
 function headers(json) {
   const h = {};
@@ -115,6 +118,7 @@ function messages(question) {
 }
 
 async function ask(question) {
+  if (state.mode === "live") { askLive(question); return; }
   if (!state.url) { status("Choose or upload a video first.", true); return; }
   if (!state.model) await loadModel();
   state.busy = true;
@@ -177,6 +181,177 @@ async function ask(question) {
   }
 }
 
+// --- Live mode: the webcam streamed to /v1/live as JPEG frames at the session's fps ---------------------------
+
+function setMode(mode) {
+  state.mode = mode;
+  $("mode-file").classList.toggle("active", mode === "file");
+  $("mode-live").classList.toggle("active", mode === "live");
+  $("file-mode").hidden = mode !== "file";
+  $("live-mode").hidden = mode !== "live";
+  $("question").placeholder = mode === "live" ? "Ask about what the camera shows" : "Ask about the video";
+  state.history = [];
+  $("history").textContent = "";
+  if (mode === "file") stopLive();
+}
+
+function liveStatus(text, isError) {
+  $("live-state").textContent = text;
+  $("live-state").className = isError ? "error" : "muted";
+}
+
+function showLiveState(s) {
+  const frames = s.frames || {};
+  $("live-state").dataset.frames = s.num_frames;
+  $("live-state").dataset.seconds = s.seconds;
+  liveStatus(`${s.seconds.toFixed(1)} s seen, ${s.num_frames} frames, ${s.kept_tokens} kept visual tokens, ` +
+    `${(s.memory_bytes / 1048576).toFixed(1)} MB` + (frames.dropped ? `, ${frames.dropped} frames dropped` : "") +
+    (live.unsent ? `, ${live.unsent} not sent` : ""));
+}
+
+async function startLive() {
+  stopLive();
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    liveStatus("This browser gives no camera here (it needs https:// or localhost).", true); return;
+  }
+  if (!state.model) await loadModel();
+  const fps = parseFloat($("live-fps").value) || 1;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  } catch (error) {
+    liveStatus("No camera: " + error.message, true); return;
+  }
+  live.stream = stream;
+  $("live-video").srcObject = stream;
+  $("live-video").play().catch(() => {});
+  state.history = [];
+  $("history").textContent = "";
+  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/live");
+  live.ws = ws;
+  $("live-start").disabled = true;
+  $("live-stop").disabled = false;
+  liveStatus("Connecting ...");
+  ws.onopen = () => {
+    const start = { type: "start", fps };
+    const key = $("key").value.trim();
+    if (key) start.api_key = key;
+    const budget = $("live-budget").value.trim();
+    if (budget) start.budget_tokens = parseInt(budget, 10);
+    ws.send(JSON.stringify(start));
+  };
+  ws.onmessage = (event) => { if (live.ws === ws) onLiveMessage(JSON.parse(event.data)); };
+  ws.onclose = (event) => {
+    if (live.ws !== ws) return;
+    const reason = event.code === 1000 || event.code === 1005 ? "" : ` (${event.code} ${event.reason})`;
+    if (live.reply) finishLiveReply("the session closed" + reason);
+    stopLive();
+    if (reason && $("live-state").className !== "error") liveStatus("The live session closed" + reason, true);
+  };
+}
+
+function stopLive() {
+  clearTimeout(live.timer);
+  live.timer = null;
+  if (live.ws) { const ws = live.ws; live.ws = null; ws.close(1000); }
+  if (live.stream) { live.stream.getTracks().forEach((track) => track.stop()); live.stream = null; }
+  $("live-video").srcObject = null;
+  $("live-start").disabled = false;
+  $("live-stop").disabled = true;
+}
+
+function onLiveMessage(message) {
+  if (message.type === "started") {
+    live.fps = message.options.fps;
+    live.t0 = null;
+    live.step = 0;
+    live.unsent = 0;
+    liveStatus("Streaming ...");
+    sendFrame();
+  } else if (message.type === "state") {
+    showLiveState(message);
+  } else if (message.type === "token" && live.reply) {
+    if (live.reply.first === null) live.reply.first = performance.now();
+    live.reply.answer += message.text;
+    live.reply.text.textContent = live.reply.answer;
+  } else if (message.type === "answer" && live.reply) {
+    const reply = live.reply;
+    live.reply = null;
+    reply.text.textContent = message.text;
+    state.history.push([reply.question, message.text]);
+    const seconds = ((performance.now() - reply.started) / 1000).toFixed(2);
+    const ttft = reply.first === null ? "-" : ((reply.first - reply.started) / 1000).toFixed(2);
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = `${seconds} s (first token ${ttft} s), ${message.state.seconds.toFixed(1)} s of stream seen, ` +
+      `${message.usage.prompt_tokens_details.visual_tokens} visual tokens, ` +
+      `${message.usage.completion_tokens} answer tokens`;
+    reply.div.append(meta);
+    showLiveState(message.state);
+    endAsking();
+  } else if (message.type === "error") {
+    if (live.reply && !FRAME_ERRORS.includes(message.code)) finishLiveReply(message.message);
+    else liveStatus(message.message, true);
+  }
+}
+
+// One frame now, the next at the next step of the session's fps, 2 ms late: a timer fires at or after its time,
+// so the server (which takes the first frame at or after each step) takes every frame sent.
+function sendFrame() {
+  const ws = live.ws;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const now = performance.now();
+  if (live.t0 === null) live.t0 = now;
+  const t = (now - live.t0) / 1000;
+  const video = $("live-video");
+  if (video.videoWidth && ws.bufferedAmount < (4 << 20)) {
+    const scale = Math.min(1, 640 / Math.max(video.videoWidth, video.videoHeight));
+    const canvas = $("live-canvas");
+    canvas.width = Math.round(video.videoWidth * scale);
+    canvas.height = Math.round(video.videoHeight * scale);
+    canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+    canvas.toBlob((jpeg) => {
+      if (!jpeg || live.ws !== ws || ws.readyState !== WebSocket.OPEN) return;
+      const header = new DataView(new ArrayBuffer(8));
+      header.setFloat64(0, t, true);  // the frame's time in seconds, little-endian, then the JPEG
+      ws.send(new Blob([header.buffer, jpeg]));
+    }, "image/jpeg", 0.9);
+  } else if (video.videoWidth) {
+    live.unsent += 1;  // the socket still holds megabytes unsent: a slow link skips frames here
+  }
+  live.step = Math.floor(t * live.fps + 1e-6) + 1;
+  live.timer = setTimeout(sendFrame, Math.max(0, live.t0 + live.step * 1000 / live.fps + 2 - performance.now()));
+}
+
+function askLive(question) {
+  if (!live.ws || live.ws.readyState !== WebSocket.OPEN) { status("Start the camera first.", true); return; }
+  state.busy = true;
+  $("send").disabled = true;
+  bubble("user", question);
+  const div = bubble("assistant", "");
+  live.reply = { div, text: div.querySelector(".text"), question, answer: "", started: performance.now(),
+                 first: null };
+  live.ws.send(JSON.stringify({ type: "ask", question, history: state.history }));
+}
+
+function finishLiveReply(message) {
+  const reply = live.reply;
+  live.reply = null;
+  reply.div.classList.add("error");
+  reply.text.textContent = message;
+  endAsking();
+}
+
+function endAsking() {
+  state.busy = false;
+  $("send").disabled = false;
+  status("");
+}
+
+$("mode-file").addEventListener("click", () => setMode("file"));
+$("mode-live").addEventListener("click", () => setMode("live"));
+$("live-start").addEventListener("click", startLive);
+$("live-stop").addEventListener("click", () => { stopLive(); liveStatus("Camera off."); });
 $("file").addEventListener("change", (event) => { if (event.target.files[0]) upload(event.target.files[0]); });
 $("use-url").addEventListener("click", () => { const url = $("url").value.trim(); if (url) useVideo(url); });
 $("replan").addEventListener("click", () => { if (state.url) preview(); });
