@@ -29,19 +29,9 @@ from hico.train.run import train
 from hico.train.stages import load_stage, parse_overrides
 from hico.video import SamplingOptions
 from hico.video.worker import WorkerClient
+from train_support import FAST, KILLER, task  # noqa: F401  (task: a fixture)
 
 COLOURS, QUESTION = videos.COLOURS, videos.COLOUR_QUESTION
-FAST = {"grad_accum": 1, "batch_size": 4, "min_frames": 4, "max_frames": 8, "warmup_ratio": 0.0,
-        "logging_steps": 4, "save_steps": 1000, "lr": 2e-3, "vision_lr": 1e-3}
-
-
-@pytest.fixture(scope="module")
-def task(tmp_path_factory) -> Path:
-    """16 two-second videos of one solid colour each; the answer is the colour's name."""
-    root = tmp_path_factory.mktemp("train")
-    videos.write_colour_task(root)
-    write_random_checkpoint(root / "tiny", seed=0)
-    return root
 
 
 def _config(**overrides):
@@ -72,35 +62,6 @@ class _Interrupt(TrainerCallback):
 
 
 KILL_CONFIG = {"max_steps": 6, "save_steps": 3}  # the resume test's run: checkpoints 3 and 6
-KILLER = """
-import os, signal, sys
-from transformers import TrainerCallback
-from hico import cli
-from hico.train import engine
-
-where, step = sys.argv[1], int(sys.argv[2])
-
-
-class Kill(TrainerCallback):
-    def on_step_begin(self, args, state, control, **kwargs):
-        if where == "after" and state.global_step == step:  # a checkpoint of `step` is on disk
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-original = engine.HicoTrainer._save_optimizer_and_scheduler
-
-
-def save_optimizer(self, output_dir):
-    if where == "during" and self.state.global_step == step:  # weights written, trainer state not yet
-        os.kill(os.getpid(), signal.SIGKILL)
-    original(self, output_dir)
-
-
-engine.HicoTrainer._save_optimizer_and_scheduler = save_optimizer
-init = engine.HicoTrainer.__init__
-engine.HicoTrainer.__init__ = lambda self, *a, **k: (init(self, *a, **k), self.add_callback(Kill()))[0]
-sys.exit(cli.main(sys.argv[3:]))
-"""
 
 
 def _train_command(task, output: Path, *extra: str) -> list[str]:

@@ -45,6 +45,8 @@ def test_bytes_per_gpu_by_strategy() -> None:
     assert (fsdp.params, fsdp.grads, fsdp.optimizer) == (278 * 4, 253 * 4, 253 * 8)
     lora = memory_plan(counts, ("llm",), "zero2", 1, lora_params=20)  # the base is frozen, only adapters train
     assert (lora.params, lora.grads, lora.optimizer) == (1130 * 2, 20 * 2, 20 * 12)
+    lora_and_projector = memory_plan(counts, ("projector", "llm"), "ddp", 1, lora_params=20)  # projector whole
+    assert (lora_and_projector.grads, lora_and_projector.optimizer) == (30 * 4, 30 * 8)
 
 
 def test_sharding_over_more_gpus_never_costs_more() -> None:
@@ -69,3 +71,23 @@ def test_lora_parameters_and_bad_options() -> None:
         memory_plan({"vision": 1, "projector": 1, "llm": 1}, ("llm",), "ddp", 0)
     with pytest.raises(OptionError, match="LoRA targets"):
         lora_parameters(official, 8, ("gate_proj",))
+
+
+def test_train_plan_command(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    def hico(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "hico.cli", "train-plan", *args], capture_output=True,
+                              text=True, timeout=120)
+
+    result = hico("--stage", "4", "--model", "7B", "--gpus", "8", "32")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[3:]}
+    official = released_config("Qwen2-7B")
+    counts = count_parameters(official)
+    for strategy in ("ddp", "fsdp", "zero1", "zero2", "zero3"):
+        expected = [memory_plan(counts, ("vision", "projector"), strategy, n).total / GIB for n in (8, 32)]
+        assert [float(cell) for cell in rows[strategy]] == pytest.approx(expected, abs=0.05)
+    missing = hico("--stage", "3", "--model", str(tmp_path))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no config.json" in missing.stderr

@@ -9,6 +9,7 @@ of the Hub cache by `resolve_checkpoint`, downloading only the files hico reads 
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -187,10 +188,11 @@ ROPE_KEYS = {"rope_theta", "rope_scaling", "rope_parameters"}  # transformers 5 
 
 
 def _llm_kwargs(raw: dict) -> dict:
-    """The Qwen2 part of an official config (multimodal keys left out)."""
+    """The Qwen2 part of an official config (multimodal keys left out). Copies: Qwen2Config writes rope_theta
+    into the rope_scaling dict it is given, which would change the config.json a checkpoint save writes."""
     accepted = (set(inspect.signature(Qwen2Config.__init__).parameters) - {"self", "kwargs", "model_type",
                                                                           "architectures"}) | ROPE_KEYS
-    return {k: v for k, v in raw.items() if k in accepted and not (k in ROPE_KEYS and v is None)}
+    return {k: copy.deepcopy(v) for k, v in raw.items() if k in accepted and not (k in ROPE_KEYS and v is None)}
 
 
 def official_to_hico(key: str) -> str:
@@ -275,6 +277,9 @@ def weight_files(folder: str | Path) -> list[Path]:
     single = folder / "model.safetensors"
     if single.exists():
         return [single]
+    if (folder / "pytorch_model_fsdp_0").is_dir():  # hico.train.fsdp.SHARDS (not imported: no training here)
+        raise CheckpointError(f"{folder}: a sharded FSDP training checkpoint; write it in the official layout "
+                              f"with `hico export-checkpoint {folder} --out NEW_FOLDER` and load that")
     raise CheckpointError(f"{folder}: no model.safetensors or model.safetensors.index.json; hico reads "
                           "safetensors weights (convert .bin files with transformers first)")
 

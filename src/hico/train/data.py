@@ -57,7 +57,7 @@ def load_conversations(path: str | Path, data_root: str | Path | None = None) ->
     """Every record of a conversation file, validated; problems name the file and the record."""
     path = Path(path)
     if not path.is_file():
-        raise OptionError(f"{path}: no such conversation file; check json_path in the mixture")
+        raise OptionError(f"{path}: no such conversation file (the --data JSON or JSONL, or a mixture's json_path)")
     root = Path(data_root) if data_root is not None else path.parent
     text = path.read_text(encoding="utf-8")
     try:

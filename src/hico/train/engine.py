@@ -28,6 +28,7 @@ from hico.checkpoint import HicoConfig, hico_to_official, load_state_dict, read_
 from hico.dropout import DropSchedule
 from hico.errors import HicoError
 from hico.model import HicoModel
+from hico.train import fsdp, zero
 from hico.train.labels import IGNORE_INDEX
 from hico.train.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, add_lora, apply_adapter, split_state
 from hico.train.stages import LoraSettings, TrainConfig
@@ -106,9 +107,27 @@ def save_checkpoint(model: HicoModel, folder: str | Path, official_config: dict,
     if adapter:
         with atomic_path(folder / ADAPTER_WEIGHTS) as tmp:
             save_file({k: v.detach().contiguous() for k, v in adapter.items()}, str(tmp))
-        write_text_atomic(folder / ADAPTER_CONFIG, json.dumps({"hico_lora": asdict(lora or LoraSettings())}, indent=1))
+        save_adapter_config(folder, lora or LoraSettings())
     if tokenizer is not None:
         save_tokenizer(tokenizer, folder)
+    return folder
+
+
+def save_adapter_config(folder: Path, lora: LoraSettings) -> None:
+    write_text_atomic(folder / ADAPTER_CONFIG, json.dumps({"hico_lora": asdict(lora)}, indent=1))
+
+
+def save_descriptor(folder: str | Path, official_config: dict, tokenizer=None,
+                    lora: LoraSettings | None = None) -> Path:
+    """The files of a sharded FSDP checkpoint beside its shards: config.json, the tokenizer and a LoRA run's
+    adapter config, from which `hico export-checkpoint` rebuilds the model (the weights are the shards)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if lora is not None:
+        save_adapter_config(folder, lora)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, folder)
+    write_text_atomic(folder / "config.json", json.dumps(official_config, indent=2))
     return folder
 
 
@@ -165,6 +184,13 @@ class HicoTrainer(Trainer):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.vision_lr, self.official_config, self.lora = vision_lr, official_config, lora
+        if self.is_deepspeed_enabled:  # "auto" bucket sizes: Trainer would look for a config on TrainingModel
+            zero.fill_widths(self.accelerator.state.deepspeed_plugin.hf_ds_config, self.model.model.llm.config)
+
+    def create_accelerator_and_postprocess(self) -> None:
+        super().create_accelerator_and_postprocess()
+        if fsdp.enable_on_cpu(self.accelerator, self.args.fsdp_plugin_args):  # accelerate's GPU-only switch
+            self.is_fsdp_enabled = True
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -194,6 +220,15 @@ class HicoTrainer(Trainer):
         with atomic_path(folder / "training_args.bin") as tmp:
             torch.save(self.args, tmp)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if not (self.is_fsdp_enabled and fsdp.shards_checkpoints(self.accelerator)):
+            return super().save_model(output_dir, _internal_call)
+        folder = output_dir or self.args.output_dir
+        if not _internal_call:  # the run's output: gathered from every process, in the official layout
+            self._save(folder, state_dict=self.accelerator.get_state_dict(self.model))
+        elif self.args.should_save:  # checkpoint-N: each process writes its shards next (save_fsdp_model)
+            save_descriptor(folder, self.official_config, self.processing_class, self.lora)
+
     def _save_checkpoint(self, model, trial) -> None:
         super()._save_checkpoint(model, trial)
         # Every process has written its part (process zero the weights, each its RNG state) before any
@@ -201,6 +236,8 @@ class HicoTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if self.is_fsdp_enabled:  # each process reads its own shards (accelerate's load_fsdp_model)
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_weights(self.accelerator.unwrap_model(model or self.model).model, resume_from_checkpoint)
 
 
@@ -217,7 +254,8 @@ class LossLog(TrainerCallback):
 
 def training_arguments(config: TrainConfig, output: str | Path, **extra) -> TrainingArguments:
     on_gpu = torch.cuda.is_available()
-    return TrainingArguments(
+    zero_config = zero.prepare(config.deepspeed, on_gpu) if config.deepspeed else None
+    args = TrainingArguments(
         output_dir=str(output), per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum, num_train_epochs=config.epochs, max_steps=config.max_steps,
         learning_rate=config.lr, warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay,
@@ -226,14 +264,22 @@ def training_arguments(config: TrainConfig, output: str | Path, **extra) -> Trai
         bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
         activation_checkpointing=config.gradient_checkpointing, remove_unused_columns=False,
         dataloader_num_workers=config.workers, ddp_find_unused_parameters=True, report_to="none",
-        deepspeed=config.deepspeed, fsdp=config.fsdp or None, fsdp_config=config.fsdp_config, **extra)
+        deepspeed=zero_config, fsdp=config.fsdp or None, fsdp_config=config.fsdp_config, **extra)
+    if zero_config is not None:
+        zero.check_config(zero_config, args)  # DeepSpeed's own parser: a misspelt key stops the run here
+    return args
 
 
 def build_model(folder: str | Path, config: TrainConfig, official: dict) -> HicoModel:
     model = HicoModel(HicoConfig.from_official(official, str(Path(folder) / "config.json")))
     set_trainable(model, config.train)
     if config.lora is not None:
-        add_lora(model, config.lora, "llm" in config.train)
+        # The adapters' random initial weights come from the run's seed, not from whatever the process drew
+        # before: the same in every process (FSDP2, unlike DDP, does not copy process 0's weights to the others)
+        # and in every run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            add_lora(model, config.lora, "llm" in config.train)
     load_weights(model, folder)
     model.reset_buffers()
     return model

@@ -12,8 +12,8 @@ parameter follow what each engine keeps (AdamW, mixed precision as hico's Traine
 - DDP and FSDP (torch autocast: parameters stay fp32): 4 bytes per parameter, and a trained one adds a fp32
   gradient (4) and momentum and variance (8). DDP replicates everything, FSDP full_shard shards everything.
 
-Frozen parts (stage 4 freezes the LLM) cost only their parameter bytes. LoRA trains only its adapters (their
-count is given), the base stays frozen. Not included: activations (they depend on the sequence length and
+Frozen parts (stage 4 freezes the LLM) cost only their parameter bytes. With LoRA the LLM's own weights are
+frozen and its adapters (their count is given) are trained, beside any other part listed as trained. Not included: activations (they depend on the sequence length and
 gradient checkpointing; `checkpointed_activations` gives the layer inputs that checkpointing keeps), the CUDA
 context and allocator slack (about 1-3 GiB per GPU in practice), and DeepSpeed's communication buckets.
 """
@@ -84,8 +84,9 @@ def count_parameters(official: dict) -> dict[str, int]:
 
 
 def memory_plan(counts: dict[str, int], trained: tuple[str, ...], strategy: str, gpus: int,
-                lora_params: int = 0) -> MemoryPlan:
-    """Bytes per GPU for parameters, gradients and optimizer states (see the module's docstring)."""
+                lora_params: int = 0, precision: Precision | None = None) -> MemoryPlan:
+    """Bytes per GPU for parameters, gradients and optimizer states (see the module's docstring); `precision`
+    replaces the strategy's own (float32 training on CPU keeps 4 + 4 + 8 bytes under every strategy)."""
     if strategy not in STRATEGIES:
         raise OptionError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
     if gpus < 1:
@@ -94,12 +95,13 @@ def memory_plan(counts: dict[str, int], trained: tuple[str, ...], strategy: str,
         raise OptionError(f"trained parts are among {PARTS}, got {list(trained)}")
     spec = STRATEGIES[strategy]
     total = sum(counts.values()) + lora_params
-    trainable = lora_params if lora_params else sum(counts[name] for name in trained)
+    # LoRA freezes the LLM's own weights and trains its adapters; other parts listed are trained whole
+    trainable = lora_params + sum(counts[name] for name in trained if not (lora_params and name == "llm"))
 
     def share(n: int, sharded: bool) -> int:
         return -(-n // gpus) if sharded else n
 
-    p = spec.precision
+    p = precision or spec.precision
     return MemoryPlan(strategy, gpus, params=share(total, spec.shard_params) * p.param,
                       grads=share(trainable, spec.shard_grads) * p.grad,
                       optimizer=share(trainable, spec.shard_optimizer) * p.optimizer)

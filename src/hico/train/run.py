@@ -23,6 +23,7 @@ from hico.records import is_main_process
 from hico.train.data import load_conversations, load_mixture
 from hico.train.dataset import ConversationDataset, SkipReport, collate, prepare
 from hico.train.engine import HicoTrainer, LossLog, TrainingModel, build_model, training_arguments
+from hico.train.fsdp import is_sharded
 from hico.train.stages import TrainConfig, high_res_config
 
 
@@ -70,7 +71,8 @@ def last_checkpoint(output: Path, set_aside: bool = False) -> Path | None:
 
 
 def _complete(folder: Path) -> bool:
-    if not all((folder / name).is_file() for name in ("config.json", "model.safetensors", "trainer_state.json")):
+    weights = (folder / "model.safetensors").is_file() or is_sharded(folder)  # gathered, or FSDP's shards
+    if not (weights and all((folder / name).is_file() for name in ("config.json", "trainer_state.json"))):
         return False
     try:
         json.loads((folder / "trainer_state.json").read_text())
