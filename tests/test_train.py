@@ -125,6 +125,8 @@ def test_lora_merge_gives_the_adapter_model_logits(task, tmp_path) -> None:
     config = _config(max_steps=4, train=["projector", "llm"], lora={"rank": 4, "alpha": 8, "dropout": 0.0})
     train(task / "tiny", task / "data.json", tmp_path / "lora", config, progress=False)
     assert (tmp_path / "lora" / "adapter_model.safetensors").exists()
+    template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    (tmp_path / "lora" / "chat_template.jinja").write_text(template)  # a Qwen2.5 tokenizer's own template
     result = subprocess.run([sys.executable, "-m", "hico.cli", "merge-lora", str(tmp_path / "lora"), "--out",
                              str(tmp_path / "merged")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -138,6 +140,7 @@ def test_lora_merge_gives_the_adapter_model_logits(task, tmp_path) -> None:
         torch.testing.assert_close(merged.llm(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5)
         assert (base.llm(input_ids=ids).logits - expected).abs().max() > 1e-3  # the adapter did change something
     assert not any("lora" in k for k in load_file(str(tmp_path / "merged" / "model.safetensors")))
+    assert (tmp_path / "merged" / "chat_template.jinja").read_text() == template  # vLLM would fall back without it
 
 
 @pytest.fixture

@@ -28,6 +28,16 @@ TEMP_SUFFIX = ".tmp"
 _HOST = socket.gethostname().replace(".", "_").replace("~", "_") or "host"
 
 
+def _file_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0o666 less the process's umask (read once, at import)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def temporary_name(path: str | Path) -> Path:
     """A name no other process or thread will pick, in `path`'s folder (a rename never crosses devices):
     `.NAME.HOST~PID-RANDOM.tmp`; host and process say whose it is (`remove_stale_temporaries`)."""
@@ -40,13 +50,18 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path`, on any error it is removed.
 
     `durable` flushes the data to disk before the rename, so a power cut cannot leave an empty file under
-    the final name (the rename itself is ordered after the data on journaling file systems)."""
+    the final name (the rename itself is ordered after the data on journaling file systems). The file gets the
+    mode an ordinary write would (FILE_MODE): safetensors writes 0o600, so a checkpoint could not be served
+    by another account or a container's user."""
     path = Path(path)
     tmp = temporary_name(path)
     try:
         yield tmp
         if durable:
             _fsync(tmp)
+        if tmp.is_file():
+            with contextlib.suppress(OSError):  # a file system without modes keeps its own
+                os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ reads. Trainer keeps the optimizer, scheduler, RNG and data position next to the
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -36,6 +37,15 @@ from hico.train.stages import LoraSettings, TrainConfig
 log = logging.getLogger(__name__)
 
 
+# Besides tokenizer*: what a checkpoint's tokenizer and chat template are saved as (vLLM prefers a checkpoint's
+# own chat template to the plugin's fallback, so a merged checkpoint must keep it).
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                   "chat_template.json", "generation_config.json")
+# transformers 5.24 names it activation_checkpointing, 5.19 (vLLM's pin) gradient_checkpointing
+CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing"
+                     in inspect.signature(TrainingArguments.__init__).parameters else "gradient_checkpointing")
+
+
 class TrainingModel(nn.Module):
     """Loss of a batch of samples: the mean cross-entropy over every answer token in the batch."""
 
@@ -49,6 +59,13 @@ class TrainingModel(nn.Module):
         """Recompute the LLM layers' activations in the backward pass (the stock Qwen2 implementation)."""
         self.model.llm.activation_checkpointing_enable(activation_checkpointing_kwargs or {"use_reentrant": False},
                                                        every_n_layers, offload)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None,
+                                      every_n_layers: int = 1, offload: bool = False) -> None:
+        """The same, by the name transformers 5.19's Trainer calls."""
+        self.model.llm.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs or {"use_reentrant": False},
+            every_n_layers=every_n_layers, offload=offload)
 
     def forward(self, ids: list[torch.Tensor], targets: list[torch.Tensor],
                 clips: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
@@ -171,8 +188,7 @@ def merge_checkpoint(folder: str | Path, out: str | Path) -> Path:
     apply_adapter(model, folder)  # injects, loads and merges the adapter, leaving plain layers
     save_state_dict(model.state_dict(), out, official)
     for name in folder.iterdir():
-        if name.is_file() and (name.name.startswith("tokenizer") or name.name in ("vocab.json", "merges.txt",
-                                                                                   "special_tokens_map.json")):
+        if name.is_file() and (name.name.startswith("tokenizer") or name.name in TOKENIZER_FILES):
             shutil.copy2(name, out / name.name)
     return out
 
@@ -262,7 +278,7 @@ def training_arguments(config: TrainConfig, output: str | Path, **extra) -> Trai
         lr_scheduler_type=config.scheduler, logging_steps=config.logging_steps, save_steps=config.save_steps,
         save_total_limit=config.save_total_limit, seed=config.seed, data_seed=config.seed,
         bf16=on_gpu and torch.cuda.is_bf16_supported(), use_cpu=not on_gpu,
-        activation_checkpointing=config.gradient_checkpointing, remove_unused_columns=False,
+        **{CHECKPOINTING_ARG: config.gradient_checkpointing}, remove_unused_columns=False,
         dataloader_num_workers=config.workers, ddp_find_unused_parameters=True, report_to="none",
         deepspeed=zero_config, fsdp=config.fsdp or None, fsdp_config=config.fsdp_config, **extra)
     if zero_config is not None:
