@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test ffmpeg realvideo test-slow test-lmms test-vllm bench-vllm bench-live tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
+.PHONY: demo test ffmpeg realvideo test-slow test-scale test-lmms test-vllm bench-vllm bench-live tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ realvideo:
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+
+# Multi-process training killed and resumed (FSDP, DeepSpeed ZeRO-3) and the fine-tune walk-through (about 4 minutes):
+# kept out of `make test` for its 15-minute budget; CI runs it (.ci/run).
+test-scale: $(STAMP) ffmpeg
+	$(BIN)/pytest -m scale
 
 # The lmms-eval plugin (hico.eval.lmms) in its own environment: lmms-eval 0.7.3 declares av<16 and hico pins
 # av 18.1.0, so lmms-eval goes in with --no-deps beside the [lmms] extra; .venv keeps hico's pins untouched.

@@ -25,6 +25,7 @@ from hico import cli
 from hico.train.data import load_conversations
 from hico.video import SamplingOptions
 
+pytestmark = pytest.mark.scale  # about a minute and a half of training: `make test-scale`, which CI runs
 SAMPLING = SamplingOptions(max_num_frames=FRAMES, min_num_frames=FRAMES)  # what `--max-frames 8` asks for
 OFFICIAL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 

@@ -144,7 +144,7 @@ def test_two_processes_give_the_single_process_losses_and_weights(task, tmp_path
 
 
 @pytest.mark.parametrize("stage, where, step", [
-    (3, "after", SAVE),  # killed as step SAVE+1 begins, with checkpoint-SAVE on disk
+    pytest.param(3, "after", SAVE, marks=pytest.mark.scale),  # killed as step SAVE+1 begins, checkpoint-SAVE on disk
     pytest.param(2, "after", SAVE, marks=pytest.mark.slow),
     pytest.param(3, "during", STEPS, marks=pytest.mark.slow),  # killed writing its DeepSpeed state: resumes from SAVE
 ])

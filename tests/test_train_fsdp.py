@@ -128,6 +128,7 @@ def test_two_processes_give_the_single_process_losses_and_weights(task, single, 
     _assert_same_training(_weights(sharded.output), _weights(single.output), _weights(task / "tiny"))
 
 
+@pytest.mark.scale
 def test_sigkill_after_a_sharded_checkpoint_then_resume(task, tmp_path, sharded) -> None:
     output = tmp_path / "run"
     killed = torchrun(tmp_path, *_arguments(task, output), where="after", step=SAVE)  # both processes, step 3
