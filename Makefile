@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test ffmpeg realvideo test-slow test-scale test-lmms test-vllm bench-vllm bench-live tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
+.PHONY: demo test ffmpeg realvideo test-slow test-scale test-lmms test-vllm bench-vllm bench-live bench-live-niah tiny-model bench-ingest bench-niah bench-tiny-model bench-prefix bench-chunked bench-precision bench-real-shapes bench-eval serve bench-serve bench-reliability clean-sample
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-vllm: $(VLLM_STAMP)
 # Live video (issue 25): ingest rate, time to first token after a minute and an hour, with and without a budget.
 bench-live: $(STAMP)
 	$(BIN)/python bench/live.py
+
+# Streaming NIAH recall against the token budget and eviction score, and the dropout TTFT curve (about an hour).
+bench-live-niah: $(STAMP)
+	$(BIN)/python bench/live_niah.py --trials 16
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -8,6 +8,9 @@
 - Time to first token after 1 minute and after 1 hour of stream at 1 fps (embedded model), without a budget
   (dropout off) and with budgets of 1,024 and 16,384 visual tokens.
 
+Recall (streaming NIAH against the budget and the eviction score) and time to first token with text-guided
+in-LLM dropout against stream length: bench/live_niah.py, in its own section of docs/benchmarks.md.
+
   .venv/bin/python bench/live.py            # writes docs/benchmarks.md
   .venv/bin/python bench/live.py --no-doc --minutes 1 10
 """

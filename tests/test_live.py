@@ -108,6 +108,24 @@ def test_the_budget_is_never_exceeded_and_the_newest_clips_stay(model, frames, s
     assert live.generate(QUESTION, config=CONFIG).completion_tokens > 0
 
 
+@pytest.mark.parametrize("budget", [None, 512])
+def test_memory_bytes_counts_the_kept_tokens_not_the_reserved_storage(model, frames, budget) -> None:
+    """The cache reserves room by doubling (and keeps it after a compaction); memory_bytes is what the kept
+    tokens use: their keys and values in every layer (and the prompt text's before them) plus the held tokens."""
+    live = model.live(fps=1.0, budget_tokens=budget)
+    for i in range(84):  # 21 clips: 1,344 visual tokens, more than 512 and past a doubling (1,024 -> 2,048)
+        live.push(frames[i % len(frames)], float(i))
+    config = model.model.llm.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    per_position = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * 4  # float32 keys, values
+    kept = live.kept_tokens
+    assert kept == (budget or 21 * 64)
+    assert live.memory_bytes == (live._text_tokens + kept) * per_position + kept * config.hidden_size * 4
+    if budget is None:
+        reserved = sum(store.nbytes for layer in live._cache.layers for store in layer.stores)
+        assert reserved > (live._text_tokens + kept) * per_position
+
+
 def test_a_stream_longer_than_the_position_range(model, frames) -> None:
     """Past max_position_embeddings frames (67,584 positions = 4,224 frames of 16 tokens): with a budget the kept
     tokens take contiguous positions again, so the cache never holds more than text + budget positions."""
@@ -179,3 +197,9 @@ def test_hico_live_answers_questions_from_stdin(tmp_path) -> None:
     missing = subprocess.run([sys.executable, "-m", "hico.cli", "live", str(tmp_path / "none.mp4"), "--fast"],
                              input="", capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0 and "none.mp4" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_budget_with_dropout_says_it_evicts_at_random(model) -> None:
+    """Value norms come from the prefilled cache; with a dropout schedule there is none until a question."""
+    with pytest.warns(UserWarning, match="evicts at random"):
+        model.live(fps=1.0, budget_tokens=512, dropout="default")

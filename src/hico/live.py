@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,11 @@ class LiveVideo:
         self.model = engine.model
         self.options = options
         self.schedule = engine.schedule(dropout)
+        if self.schedule.enabled and options.budget_tokens is not None and options.score == "value_norm":
+            # value norms are read from the prefilled cache, which a dropout schedule leaves to question time
+            warnings.warn("in-LLM dropout keeps no prefilled cache to score tokens by value norm: the budget evicts at "
+                          "random (recall as the random baseline's in docs/benchmarks.md); use dropout='off' for "
+                          "value-norm eviction", stacklevel=2)
         self.size = self.model.config.vision.image_size
         self.clip = self.model.config.local_num_frames
         self.tokens_per_clip = self.model.config.tokens_per_clip
