@@ -66,7 +66,7 @@ from hico.generate import GenerationConfig
 from hico.live import SCORES, LiveOptions
 from hico.serve.auth import check_key
 from hico.serve.errors import ApiError, bad_request
-from hico.serve.protocol import MAX_STOPS, MAX_TEXT_CHARS, _number, usage
+from hico.serve.protocol import MAX_TEXT_CHARS, _number, generation_config, usage
 
 log = logging.getLogger("hico.serve")
 FRAME_TIME = struct.Struct("<d")  # the header of a frame message: its time in seconds
@@ -166,21 +166,7 @@ def parse_ask(body: dict, max_tokens_limit: int, default_max_tokens: int):
     if len(question) + sum(len(q) + len(a) for q, a in history) > MAX_TEXT_CHARS:
         raise bad_request(f"the question and history hold more than {MAX_TEXT_CHARS} characters",
                           "context_length_exceeded", "history")
-    max_tokens = _number(body, "max_tokens", 1, max_tokens_limit, integer=True, default=default_max_tokens)
-    temperature = _number(body, "temperature", 0, 2, default=1.0)
-    top_p = _number(body, "top_p", 0, 1, default=1.0)
-    if top_p == 0:
-        raise bad_request("top_p must be above 0", "invalid_value", "top_p")
-    seed = _number(body, "seed", -(2 ** 63), 2 ** 63 - 1, integer=True)
-    stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
-    if not isinstance(stops, list) or len(stops) > MAX_STOPS or \
-            not all(isinstance(s, str) and 0 < len(s) <= 100 for s in stops):
-        raise bad_request(f"stop must be a string or a list of up to {MAX_STOPS} non-empty strings",
-                          "invalid_value", "stop")
-    sampled = body.get("temperature") is not None and temperature > 0
-    config = GenerationConfig(max_new_tokens=max_tokens, do_sample=sampled, temperature=temperature, top_p=top_p,
-                              seed=seed, stop=tuple(stops))
+    config = generation_config(body, max_tokens_limit, default_max_tokens)
     return question.strip(), tuple((q, a) for q, a in history), config
 
 

@@ -178,18 +178,7 @@ def parse_chat(body, max_tokens_limit: int, default_max_tokens: int) -> ChatRequ
     if _number(body, "n", 1, 1, integer=True, default=1) != 1:
         raise bad_request("n must be 1", "invalid_value", "n")
     limit_name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = _number(body, limit_name, 1, max_tokens_limit, integer=True, default=default_max_tokens)
-    temperature = _number(body, "temperature", 0, 2, default=1.0)
-    top_p = _number(body, "top_p", 0, 1, default=1.0)
-    if top_p == 0:
-        raise bad_request("top_p must be above 0", "invalid_value", "top_p")
-    seed = _number(body, "seed", -(2 ** 63), 2 ** 63 - 1, integer=True)
-    stop = body.get("stop")
-    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
-    if not isinstance(stops, list) or len(stops) > MAX_STOPS or \
-            not all(isinstance(s, str) and 0 < len(s) <= 100 for s in stops):
-        raise bad_request(f"stop must be a string or a list of up to {MAX_STOPS} non-empty strings",
-                          "invalid_value", "stop")
+    options = generation_config(body, max_tokens_limit, default_max_tokens, limit_name)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("stream must be true or false", "invalid_type", "stream")
@@ -204,14 +193,31 @@ def parse_chat(body, max_tokens_limit: int, default_max_tokens: int) -> ChatRequ
     timeout = _number(hico, "timeout", 0, math.inf, prefix="hico.")
     if timeout is not None and timeout <= 0:
         raise bad_request("hico.timeout must be a positive number of seconds", "invalid_value", "hico.timeout")
-    # OpenAI's default temperature is 1 (sampling); the model card's is greedy: a client that says nothing
-    # gets the model card's behaviour, one that names a temperature above 0 gets sampling
-    sampled = body.get("temperature") is not None and temperature > 0
-    options = GenerationConfig(max_new_tokens=max_tokens, do_sample=sampled, temperature=temperature,
-                               top_p=top_p, seed=seed, stop=tuple(stops))
     return ChatRequest(model=model, question=question, history=history, media=media, options=options,
                        sampling=sampling, dropout=dropout, stream=stream,
                        include_usage=stream_options.get("include_usage", False), timeout=timeout)
+
+
+def generation_config(body: dict, max_tokens_limit: int, default_max_tokens: int,
+                      limit_name: str = "max_tokens") -> GenerationConfig:
+    """The sampling fields of a request (max tokens, temperature, top_p, seed, stop); a 400 names a bad one."""
+    max_tokens = _number(body, limit_name, 1, max_tokens_limit, integer=True, default=default_max_tokens)
+    temperature = _number(body, "temperature", 0, 2, default=1.0)
+    top_p = _number(body, "top_p", 0, 1, default=1.0)
+    if top_p == 0:
+        raise bad_request("top_p must be above 0", "invalid_value", "top_p")
+    seed = _number(body, "seed", -(2 ** 63), 2 ** 63 - 1, integer=True)
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if stop is not None else []
+    if not isinstance(stops, list) or len(stops) > MAX_STOPS or \
+            not all(isinstance(s, str) and 0 < len(s) <= 100 for s in stops):
+        raise bad_request(f"stop must be a string or a list of up to {MAX_STOPS} non-empty strings",
+                          "invalid_value", "stop")
+    # OpenAI's default temperature is 1 (sampling); the model card's is greedy: a client that says nothing
+    # gets the model card's behaviour, one that names a temperature above 0 gets sampling
+    sampled = body.get("temperature") is not None and temperature > 0
+    return GenerationConfig(max_new_tokens=max_tokens, do_sample=sampled, temperature=temperature, top_p=top_p,
+                            seed=seed, stop=tuple(stops))
 
 
 def usage(prompt_tokens: int, completion_tokens: int, visual_tokens: int) -> dict:
